@@ -10,7 +10,9 @@ need, each planted on purpose and documented here:
   period on (new features launched), which is what continual FL must track;
 * **per-device preferences** — each device draws its intent mix from ``Dir(α·p)`` (non-IID by nature);
 * **speaker attributes** — gender, age group and dialect per device; the minority dialect rewrites
-  words (``DIALECT_VARIANTS``), a known source of group accuracy gaps (fairness chapters);
+  words (``DIALECT_VARIANTS``) and, as speech recognisers do for under-represented dialects (Koenecke et
+  al., PNAS 2020), suffers ``minority_asr_factor`` times the recognition errors — a known, planted
+  source of group accuracy gaps (fairness chapters);
 * **canaries** — optional secrets such as "my pin code is 4 8 2 1" inserted R times (privacy chapters).
 
 Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``: same seed, same corpus.
@@ -124,6 +126,7 @@ def make_corpus(
     n_periods: int = 4,
     preference_concentration: float = 1.0,
     asr_noise: float = 0.25,
+    minority_asr_factor: float = 2.0,
     canaries: Sequence[Canary] = (),
     seed: int = 0,
 ) -> Corpus:
@@ -137,6 +140,7 @@ def make_corpus(
     n_periods : time periods; intents are launched over them (continual FL).
     preference_concentration : α of each device's intent mix ``Dir(α·p)``; small α = strongly non-IID.
     asr_noise : probability in [0, 1) that a non-slot word is replaced by a random word (recogniser errors).
+    minority_asr_factor : the minority dialect's error rate is ``asr_noise * minority_asr_factor`` (< 1).
     canaries : secrets to plant (each on one random device, ``repetitions`` times, in period 0).
     seed : the only source of randomness.
     """
@@ -146,6 +150,8 @@ def make_corpus(
     _check_positive("preference_concentration", preference_concentration)
     if not 0.0 <= asr_noise < 1.0:
         raise ValueError(f"asr_noise must be in [0, 1), got {asr_noise}")
+    if not 0.0 <= asr_noise * minority_asr_factor < 1.0:
+        raise ValueError(f"minority_asr_factor must keep asr_noise * minority_asr_factor in [0, 1), got {minority_asr_factor}")
     if activity_tail < 0:
         raise ValueError(f"activity_tail must be >= 0, got {activity_tail}")
     rng = np.random.default_rng(seed)
@@ -168,7 +174,9 @@ def make_corpus(
             available = preferences[device.device_id] * (launch_period <= period) + 1e-12
             intent = rng.choice(n_intents, p=available / available.sum())
             templates = INTENT_TEMPLATES[INTENTS[intent]]
-            tokens, tags = _fill(templates[rng.integers(len(templates))], rng, device.dialect == "minority", asr_noise)
+            minority = device.dialect == "minority"
+            noise = asr_noise * minority_asr_factor if minority else asr_noise
+            tokens, tags = _fill(templates[rng.integers(len(templates))], rng, minority, noise)
             rows.append((" ".join(tokens), INTENTS[intent], intent, tokens, tags, device.device_id, int(period)))
     utterances = pd.DataFrame(rows, columns=["text", "intent", "label", "tokens", "slot_tags", "device_id", "period"])
     utterances["timestamp"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(
