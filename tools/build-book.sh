@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Command 1 of the README: install the package and the book's dependencies into .venv, execute every
+# notebook at full size and write the site to _build/html (warnings are errors).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/setup-env.sh book
+export MPLBACKEND=Agg
+rm -rf _build/html _build/.doctrees _build/jupyter_execute
+jupyter-book build --all -W -n --keep-going .
+echo "site written to $(pwd)/_build/html"
