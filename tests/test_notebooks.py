@@ -11,9 +11,10 @@ import time
 import pytest
 
 from tools.book_meta import book_version, colab_install_target, repository_url
+from tools.site import execute_quick, notebooks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOKS = notebooks()
 IDS = [str(p.relative_to(ROOT / "book")) for p in NOTEBOOKS]
 
 
@@ -71,16 +72,12 @@ def test_colab_line_uses_the_one_version():
 @pytest.mark.notebook
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_runs_quick(path: pathlib.Path, tmp_path: pathlib.Path):
-    import papermill
-
+def test_runs_quick(path: pathlib.Path):
     start = time.perf_counter()
-    papermill.execute_notebook(
-        str(path), str(tmp_path / path.name), parameters={"QUICK": True}, kernel_name="python3",
-        cwd=str(path.parent), progress_bar=False,
-    )
+    execute_quick(path)  # the executed copy is reused by the site tests (tests/site)
     # Timings are recorded, not asserted (shared machines are noisy); pytest-timeout only guards hangs.
     record = ROOT / "test-artifacts" / "notebook-times.jsonl"
     record.parent.mkdir(exist_ok=True)
     with record.open("a") as handle:
-        handle.write(json.dumps({"notebook": str(path.relative_to(ROOT)), "quick_s": round(time.perf_counter() - start, 1)}) + "\n")
+        elapsed = round(time.perf_counter() - start, 1)
+        handle.write(json.dumps({"notebook": str(path.relative_to(ROOT)), "quick_s": elapsed}) + "\n")

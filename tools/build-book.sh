@@ -4,7 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup-env.sh book
-export MPLBACKEND=Agg
 rm -rf _build/html _build/.doctrees _build/jupyter_execute
 jupyter-book build --all -W -n --keep-going .
 echo "site written to $(pwd)/_build/html"
