@@ -59,6 +59,10 @@ def test_contract(path: pathlib.Path):
         "at least one exercise with a dropdown solution"
     code_text = "\n".join(source(c) for c in cells if c["cell_type"] == "code")
     assert re.search(r"^\s*assert ", code_text, re.MULTILINE), "the chapter asserts its key result"
+    # DESIGN §2.5: a live widget has its plotly twin (readable without a kernel) and a static figure before both.
+    if "live_explorer(" in code_text:
+        static, twin, live = (code_text.find(call) for call in ("static_figure(", "slider_figure(", "live_explorer("))
+        assert 0 <= static < live and 0 <= twin < live, "a live explorer needs a static figure and a slider twin first"
 
 
 def test_colab_line_uses_the_one_version():

@@ -49,3 +49,19 @@ def test_ci_runs_the_readme_commands():
         assert command in readme and command in ci
     assert "jupyter-book build --all -W -n --keep-going ." in (ROOT / "tools" / "build-book.sh").read_text()
     assert '"torch==2.13.0"' in (ROOT / "tools" / "setup-env.sh").read_text()
+
+
+def test_github_workflow_runs_the_readme_commands_only():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job.get("steps", [])]
+    commands = [run for run in steps if "tools/" in run]
+    assert commands == ["bash tools/run-tests.sh", "bash tools/build-book.sh"]
+    uses = [step.get("uses", "") for job in workflow["jobs"].values() for step in job.get("steps", [])]
+    assert any(u.startswith("actions/deploy-pages") for u in uses)
+
+
+def test_teacher_table_lists_every_notebook_and_exercise():
+    from tools.teacher_table import PAGE, current_times, render
+
+    text = PAGE.read_text()
+    assert render(text, current_times(text)) == text, "run: python -m tools.teacher_table"
