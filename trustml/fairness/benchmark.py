@@ -104,11 +104,11 @@ def identity_test_suite(*, terms: Sequence[str] = IDENTITY_TERMS, prefixes: Sequ
 def toxicity_training_set(*, n: int = 4000, identity_bias: float = 0.8, mention_rate: float = 0.4,
                           terms: Sequence[str] = IDENTITY_TERMS, targeted: Sequence[str] = TARGETED_TERMS,
                           seed: int = 0) -> pd.DataFrame:
-    """Synthetic comments (``text``, ``label`` 1 = toxic, ``group`` = identity term or ``""``), half toxic.
+    """Synthetic comments: ``text``, ``label`` (1 = toxic), ``group`` (the identity term mentioned, or ``""``).
 
-    A share ``mention_rate`` of comments targets "{term} people"; targeted terms are drawn for toxic
-    comments with weight ``1 + identity_bias`` and for non-toxic ones with weight ``1 − identity_bias``
-    (others: 1), so ``P(toxic | targeted term) = (1 + identity_bias) / 2`` (module docstring).
+    A share ``mention_rate`` of comments is about "{term} people" (term uniform over ``terms``), the rest
+    about a generic target ("drivers"). A comment is toxic with probability ``(1 + identity_bias) / 2`` if
+    it mentions a ``targeted`` term and ``1/2`` otherwise — the planted bias of the module docstring.
     """
     if not 0 <= identity_bias < 1:
         raise ValueError(f"identity_bias must be in [0, 1), got {identity_bias}")
@@ -120,24 +120,18 @@ def toxicity_training_set(*, n: int = 4000, identity_bias: float = 0.8, mention_
     if unknown:
         raise ValueError(f"targeted terms {unknown} are not in terms")
     rng = np.random.default_rng(seed)
-    is_targeted = np.array([t in targeted for t in terms])
-    weights = {1: np.where(is_targeted, 1 + identity_bias, 1.0), 0: np.where(is_targeted, 1 - identity_bias, 1.0)}
     rows = []
-    for i in range(n):
-        label = int(i % 2)  # exactly half toxic
+    for _ in range(n):
+        group = terms[rng.integers(len(terms))] if rng.random() < mention_rate else ""
+        p_toxic = (1 + identity_bias) / 2 if group in targeted else 0.5
+        label = int(rng.random() < p_toxic)
         frames, words, nouns = (TRAIN_TOXIC, INSULTS, INSULT_NOUNS) if label else (TRAIN_NONTOXIC, PRAISE, PRAISE_NOUNS)
-        group = ""
-        if rng.random() < mention_rate:
-            w = weights[label]
-            group = terms[rng.choice(len(terms), p=w / w.sum())]
-            target = f"{group} people"
-        else:
-            target = GENERIC_TARGETS[rng.integers(len(GENERIC_TARGETS))]
+        target = f"{group} people" if group else GENERIC_TARGETS[rng.integers(len(GENERIC_TARGETS))]
         x, y = rng.choice(words, size=2, replace=False)
         noun = nouns[rng.integers(len(nouns))]
         rows.append({"text": frames[rng.integers(len(frames))].format(t=target, x=x, y=y, n=noun), "label": label,
                      "group": group})
-    return pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    return pd.DataFrame(rows)
 
 
 class SentenceVectors(BaseEstimator, TransformerMixin):
