@@ -1,0 +1,60 @@
+"""The notebook contract of DESIGN §2 as a checker: ``violations(notebook) -> list of reasons``.
+
+tests/test_notebooks.py runs it on every notebook under book/ (and tests that it catches each breach).
+"""
+
+from __future__ import annotations
+
+import re
+
+from tools.book_meta import colab_install_target
+
+
+def cell_tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def source(cell: dict) -> str:
+    text = cell.get("source", "")
+    return "".join(text) if isinstance(text, list) else text
+
+
+def violations(notebook: dict) -> list[str]:
+    """Every way ``notebook`` (parsed JSON) breaks the contract; empty when it keeps it."""
+    found = []
+    cells = notebook.get("cells", [])
+    if notebook.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
+        found.append("kernelspec must be python3")
+    first = cells[0] if cells else {"cell_type": None}
+    if first["cell_type"] != "code" or "remove-cell" not in cell_tags(first):
+        found.append("first cell must be the Colab setup, tagged remove-cell")
+    if not re.search(r'^if "google\.colab" in sys\.modules:', source(first), re.MULTILINE):
+        found.append("the Colab cell must be guarded by `if \"google.colab\" in sys.modules:`")
+    if f'%pip install -q "{colab_install_target()}"' not in source(first):
+        found.append(f"the Colab cell must install {colab_install_target()}")
+    parameters = [c for c in cells if "parameters" in cell_tags(c)]
+    if len(parameters) != 1:
+        found.append("exactly one cell must be tagged 'parameters'")
+    else:
+        if not re.search(r"^QUICK\s*=\s*False\b", source(parameters[0]), re.MULTILINE):
+            found.append("the parameters cell must set QUICK = False")
+        if not re.search(r"^SEED\s*=", source(parameters[0]), re.MULTILINE):
+            found.append("the parameters cell must set SEED")
+    if any(c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None) for c in cells):
+        found.append("outputs must be stripped")
+    markdown = "\n".join(source(c) for c in cells if c["cell_type"] == "markdown")
+    code = "\n".join(source(c) for c in cells if c["cell_type"] == "code")
+    if not re.search(r"learning objectives", markdown, re.IGNORECASE):
+        found.append("learning objectives at the top")
+    if not re.search(r"runtime", markdown, re.IGNORECASE):
+        found.append("an expected-runtime note")
+    if "```{exercise}" not in markdown or not re.search(r"```\{solution\}[^\n]*\n:class: dropdown", markdown):
+        found.append("at least one exercise with a dropdown solution")
+    if not re.search(r"^\s*assert ", code, re.MULTILINE):
+        found.append("the chapter must assert its key result")
+    # §2.5: a live widget has its plotly twin (readable without a kernel) and a static figure before both.
+    if "live_explorer(" in code:
+        static, twin, live = (code.find(call) for call in ("static_figure(", "slider_figure(", "live_explorer("))
+        if not (0 <= static < live and 0 <= twin < live):
+            found.append("a live explorer needs a static figure and a plotly slider twin before it")
+    return found
