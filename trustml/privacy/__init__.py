@@ -1,0 +1,22 @@
+"""Differential privacy for language models: accounting, the fast DP-SGD engine (eDP-SGD), training.
+
+- ``get_epsilon`` / ``get_noise_multiplier``: Opacus' RDP and PRV accountants, σ may vary per step;
+- ``ClippingEngine``: exact per-example clipping from ghost norms and book-keeping, no per-example gradients;
+- ``DPSGD``: DP-SGD around any optimizer with Poisson sampling and accounting; ``train_private`` for chapters.
+"""
+
+from trustml.privacy.accounting import (
+    ACCOUNTANTS, epsilon_of_history, get_epsilon, get_noise_multiplier, noise_schedule, steps_per_epoch,
+)
+from trustml.privacy.dpsgd import DPSGD, SENSITIVITY, PoissonSamplingRequired, PrivateTraining, train_private
+from trustml.privacy.engine import ClippingEngine, ClipStats, UnsupportedLayerError, layer_bounds
+from trustml.privacy.reference import naive_clipped_sum, per_example_gradient_memory
+from trustml.privacy.rules import RULES, LayerRule, register_rule, supported_layers
+from trustml.privacy.sampling import PoissonBatches
+
+__all__ = [
+    "ACCOUNTANTS", "DPSGD", "RULES", "SENSITIVITY", "ClipStats", "ClippingEngine", "LayerRule", "PoissonBatches",
+    "PoissonSamplingRequired", "PrivateTraining", "UnsupportedLayerError", "epsilon_of_history", "get_epsilon",
+    "get_noise_multiplier", "layer_bounds", "naive_clipped_sum", "noise_schedule", "per_example_gradient_memory",
+    "register_rule", "steps_per_epoch", "supported_layers", "train_private",
+]

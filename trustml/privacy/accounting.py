@@ -1,0 +1,143 @@
+"""Privacy accounting for DP-SGD through Opacus' accountants (RDP and PRV), including per-step σ.
+
+DP-SGD with Poisson sampling rate q and noise multiplier σ_t at step t is a composition of
+Sampled Gaussian Mechanisms. The accountants bound its (ε, δ):
+
+- ``"rdp"``: Rényi DP of the Sampled Gaussian Mechanism, composed additively over steps and converted
+  to (ε, δ) (Mironov 2017; Mironov, Talwar & Zhang 2019);
+- ``"prv"``: numerical composition of privacy-loss random variables by FFT (Gopi, Lee & Wutschitz 2021),
+  tighter than RDP.
+
+A schedule of σ (e.g. epoch-wise decay σ_e = σ₀γ^e) is passed as one σ per step; consecutive equal
+values are grouped into the accountant's ``(σ, q, steps)`` history.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier as _opacus_noise_multiplier
+
+from trustml.privacy.validation import check_delta, check_epochs, check_positive, check_sample_rate, check_steps
+
+ACCOUNTANTS = ("rdp", "prv")
+MAX_NOISE_MULTIPLIER = 1e4
+
+
+def check_accountant(accountant: str) -> str:
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+    return accountant
+
+
+def steps_per_epoch(sample_rate: float) -> int:
+    """Steps in one epoch of Poisson sampling: ⌊1/q⌋ (an expected pass over the data, as Opacus)."""
+    return max(1, int(1 / check_sample_rate(sample_rate)))
+
+
+def noise_schedule(noise_multiplier: float, *, steps: int, steps_per_epoch: int, noise_decay: float = 1.0
+                   ) -> list[float]:
+    """Per-step σ for epoch-wise decay: σ_t = σ₀ · γ^⌊t / steps_per_epoch⌋ (γ = ``noise_decay``)."""
+    check_positive("noise_multiplier", noise_multiplier)
+    check_steps(steps)
+    check_steps(steps_per_epoch)
+    check_positive("noise_decay", noise_decay)
+    return [noise_multiplier * noise_decay ** (t // steps_per_epoch) for t in range(steps)]
+
+
+def history(noise_multiplier: float | Sequence[float], sample_rate: float, steps: int | None
+            ) -> list[tuple[float, float, int]]:
+    """The accountant history ``[(σ, q, n_steps), ...]`` for a constant σ or a per-step sequence."""
+    sample_rate = check_sample_rate(sample_rate)
+    if isinstance(noise_multiplier, (int, float)):
+        check_positive("noise_multiplier", noise_multiplier)
+        return [(float(noise_multiplier), sample_rate, check_steps(steps))]
+    sigmas = [float(s) for s in noise_multiplier]
+    if not sigmas:
+        raise ValueError("noise_multiplier must not be an empty sequence")
+    if steps is not None and steps != len(sigmas):
+        raise ValueError(f"steps={steps} but noise_multiplier has {len(sigmas)} per-step values")
+    for t, sigma in enumerate(sigmas):
+        check_positive(f"noise_multiplier[{t}]", sigma)
+    return [(sigma, sample_rate, len(list(run))) for sigma, run in itertools.groupby(sigmas)]
+
+
+def epsilon_of_history(entries: Sequence[tuple[float, float, int]], *, delta: float, accountant: str = "rdp") -> float:
+    """ε of an explicit accountant history (what :class:`~trustml.privacy.DPSGD` records step by step)."""
+    check_accountant(accountant)
+    check_delta(delta)
+    if not entries:
+        return 0.0
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [(float(s), float(q), int(n)) for s, q, n in entries]
+    return float(acc.get_epsilon(delta=delta))
+
+
+def get_epsilon(*, noise_multiplier: float | Sequence[float], sample_rate: float, steps: int | None = None,
+                delta: float, accountant: str = "rdp", dataset_size: int | None = None) -> float:
+    """ε spent by ``steps`` Poisson-sampled Gaussian steps, from Opacus' ``accountant`` ("rdp" or "prv").
+
+    ``noise_multiplier`` is σ (noise std / clipping bound) — one value, or one value per step (then
+    ``steps`` may be omitted). ``dataset_size`` enables the δ ≥ 1/N warning.
+    """
+    check_delta(delta, dataset_size)
+    return epsilon_of_history(history(noise_multiplier, sample_rate, steps), delta=delta, accountant=accountant)
+
+
+def _resolve_steps(sample_rate: float, steps: int | None, epochs: float | None) -> int:
+    if (steps is None) == (epochs is None):
+        raise ValueError("pass exactly one of steps and epochs")
+    if steps is not None:
+        return check_steps(steps)
+    return max(1, round(check_epochs(epochs) * steps_per_epoch(sample_rate)))
+
+
+def get_noise_multiplier(*, target_epsilon: float, sample_rate: float, delta: float, steps: int | None = None,
+                         epochs: float | None = None, accountant: str = "rdp", noise_decay: float = 1.0,
+                         epsilon_tolerance: float = 0.01, dataset_size: int | None = None) -> float:
+    """The smallest σ₀ (to ``epsilon_tolerance``) whose training spends at most ``target_epsilon``.
+
+    A constant schedule is Opacus' ``get_noise_multiplier``; with ``noise_decay`` γ ≠ 1 the schedule
+    σ_e = σ₀γ^e is searched by bisection on σ₀ with :func:`get_epsilon` (ε falls monotonically in σ₀).
+    """
+    check_positive("target_epsilon", target_epsilon)
+    check_sample_rate(sample_rate)
+    check_delta(delta, dataset_size)
+    check_accountant(accountant)
+    check_positive("noise_decay", noise_decay)
+    check_positive("epsilon_tolerance", epsilon_tolerance)
+    steps = _resolve_steps(sample_rate, steps, epochs)
+    if noise_decay == 1.0:
+        try:
+            return float(_opacus_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                                  sample_rate=sample_rate, steps=steps, accountant=accountant,
+                                                  epsilon_tolerance=epsilon_tolerance))
+        except ValueError as error:
+            raise ValueError(f"target_epsilon={target_epsilon} is unreachable with delta={delta}, "
+                             f"sample_rate={sample_rate}, steps={steps}: {error}") from error
+    per_epoch = steps_per_epoch(sample_rate)
+
+    def epsilon(sigma0: float) -> float:
+        schedule = noise_schedule(sigma0, steps=steps, steps_per_epoch=per_epoch, noise_decay=noise_decay)
+        return get_epsilon(noise_multiplier=schedule, sample_rate=sample_rate, delta=delta, accountant=accountant)
+
+    low, high = 0.0, 1.0
+    while epsilon(high) > target_epsilon:
+        low, high = high, 2 * high
+        if high > MAX_NOISE_MULTIPLIER:
+            raise ValueError(f"target_epsilon={target_epsilon} is unreachable: even σ₀={MAX_NOISE_MULTIPLIER:g} spends more")
+    eps_high = epsilon(high)
+    while target_epsilon - eps_high > epsilon_tolerance and high - low > 1e-6 * high:
+        middle = (low + high) / 2
+        eps_middle = epsilon(middle)
+        if eps_middle <= target_epsilon:
+            high, eps_high = middle, eps_middle
+        else:
+            low = middle
+    return high
+
+
+__all__ = ["ACCOUNTANTS", "epsilon_of_history", "get_epsilon", "get_noise_multiplier", "history", "noise_schedule",
+           "steps_per_epoch"]

@@ -1,0 +1,295 @@
+"""DP-SGD (Abadi et al. 2016) around any optimizer, on the fast clipping engine (eDP-SGD).
+
+One step: clip each unit's gradient (an example, or a micro-batch's mean), sum, add N(0, σ²Δ²) per
+coordinate, divide by the expected number of units, hand the result to the optimizer (SGD, Adam, ...),
+and record (σ, q) with an Opacus accountant. Δ is the sensitivity of the clipped sum to adding or
+removing one example: C for per-example clipping, 2C for micro-batch clipping (the example's
+micro-batch mean can swing from one clipped vector to another; see :data:`SENSITIVITY`).
+
+    dp = DPSGD(model, torch.optim.Adam(model.parameters(), lr=1e-2), max_grad_norm=1.0,
+               target_epsilon=4.0, delta=1e-5, epochs=3)
+    for inputs, labels in dp.poisson_loader(train, batch_size=256):
+        dp.step(F.cross_entropy(model(inputs), labels, reduction="none"))
+    dp.epsilon()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import torch
+from opacus.accountants import create_accountant
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from trustml.privacy.accounting import check_accountant, get_noise_multiplier, steps_per_epoch
+from trustml.privacy.engine import ClippingEngine, ClipStats
+from trustml.privacy.sampling import PoissonBatches
+from trustml.privacy.validation import check_delta, check_epochs, check_positive, check_sample_rate
+
+#: Sensitivity of the clipped sum, in units of C, under add/remove-one adjacency.
+#: Micro-batch: adding x to a non-empty micro-batch changes clip(mean) by up to 2C (‖clip(a) − clip(b)‖ ≤ 2C).
+SENSITIVITY = {"per_example": 1.0, "micro_batch": 2.0}
+
+
+class PoissonSamplingRequired(RuntimeError):
+    """ε was requested for training whose batches were not all Poisson-sampled."""
+
+
+class DPSGD:
+    """Differentially private training of ``model`` with ``optimizer`` (see the module docstring).
+
+    Give exactly one of ``noise_multiplier`` (σ) and ``target_epsilon`` (then also ``delta`` and
+    ``epochs``; σ is found when :meth:`poisson_loader` fixes q). ``noise_decay`` γ multiplies σ by γ after
+    every epoch (σ_e = σ₀γ^e) and the accountant records every step's σ.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, max_grad_norm: float,
+                 noise_multiplier: float | None = None, target_epsilon: float | None = None,
+                 delta: float | None = None, epochs: float | None = None, noise_decay: float = 1.0,
+                 mode: str = "per_example", micro_batch_size: int | None = None, clipping: str = "flat",
+                 layer_max_grad_norms: Mapping[str, float] | None = None, strategy: str = "bookkeeping",
+                 accountant: str = "rdp", seed: int | None = None):
+        if (noise_multiplier is None) == (target_epsilon is None):
+            raise ValueError("pass exactly one of noise_multiplier and target_epsilon")
+        if noise_multiplier is not None:
+            check_positive("noise_multiplier", noise_multiplier)
+        else:
+            check_positive("target_epsilon", target_epsilon)
+            if delta is None or epochs is None:
+                raise ValueError("target_epsilon needs delta and epochs (σ is chosen to spend it in that many epochs)")
+            check_epochs(epochs)
+        if delta is not None:
+            check_delta(delta)
+        self.noise_decay = check_positive("noise_decay", noise_decay)
+        self.model, self.optimizer = model, optimizer
+        self.engine = ClippingEngine(model, max_grad_norm=max_grad_norm, mode=mode, micro_batch_size=micro_batch_size,
+                                     clipping=clipping, layer_max_grad_norms=layer_max_grad_norms, strategy=strategy)
+        self.max_grad_norm, self.mode = float(max_grad_norm), mode
+        self.sensitivity = SENSITIVITY[mode] * self.max_grad_norm
+        self.noise_multiplier, self.target_epsilon = noise_multiplier, target_epsilon
+        self.delta, self.epochs = delta, epochs
+        self.accountant_name = check_accountant(accountant)
+        self.accountant = create_accountant(mechanism=accountant)
+        self.sample_rate: float | None = None
+        self.dataset_size: int | None = None
+        self.steps_per_epoch: int | None = None
+        self.steps_taken, self.unsampled_steps = 0, 0
+        self._poisson_pending = False
+        self._seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    # ------------------------------------------------------------------ data
+    def poisson_loader(self, dataset: Dataset, *, batch_size: float | None = None, sample_rate: float | None = None,
+                       epochs: float | None = None, steps: int | None = None, seed: int | None = None) -> PoissonBatches:
+        """Poisson-sampled batches of ``dataset`` with rate q = ``batch_size``/N (or ``sample_rate``).
+
+        Runs ``steps`` steps, or ``epochs`` × ⌊1/q⌋ (default: the ``epochs`` given to the constructor).
+        Fixes q and N for the accountant and, with a target ε, the noise multiplier.
+        """
+        n = len(dataset)
+        if (batch_size is None) == (sample_rate is None):
+            raise ValueError("pass exactly one of batch_size (expected) and sample_rate")
+        if batch_size is not None:
+            check_positive("batch_size", batch_size)
+            if batch_size > n:
+                raise ValueError(f"batch_size must be <= len(dataset) = {n}, got {batch_size}")
+            sample_rate = batch_size / n
+        q = check_sample_rate(sample_rate)
+        if self.sample_rate is not None and self.steps_taken and (q != self.sample_rate or n != self.dataset_size):
+            raise ValueError("the sample rate and dataset are fixed once training has started")
+        self.sample_rate, self.dataset_size, self.steps_per_epoch = q, n, steps_per_epoch(q)
+        if self.delta is not None:
+            check_delta(self.delta, n)
+        if steps is None:
+            epochs = self.epochs if epochs is None else epochs
+            if epochs is None:
+                raise ValueError("pass epochs or steps (or epochs to the constructor)")
+            steps = max(1, round(check_epochs(epochs) * self.steps_per_epoch))
+        if self.target_epsilon is not None and self.noise_multiplier is None:
+            planned = max(1, round(self.epochs * self.steps_per_epoch))
+            self.noise_multiplier = get_noise_multiplier(
+                target_epsilon=self.target_epsilon, sample_rate=q, delta=self.delta, steps=planned,
+                accountant=self.accountant_name, noise_decay=self.noise_decay)
+        return PoissonBatches(dataset, sample_rate=q, steps=steps,
+                              seed=self._seed if seed is None else seed, on_batch=self._mark_poisson)
+
+    def _mark_poisson(self) -> None:
+        self._poisson_pending = True
+
+    # ------------------------------------------------------------------ the step
+    @property
+    def current_noise_multiplier(self) -> float:
+        """σ of the next step: σ₀ · γ^epoch."""
+        if self.noise_multiplier is None:
+            raise RuntimeError("σ is not known yet: with target_epsilon, create the loader with poisson_loader() first")
+        if self.noise_decay == 1.0:
+            return self.noise_multiplier
+        if self.steps_per_epoch is None:
+            raise RuntimeError("noise_decay needs epochs: create the loader with poisson_loader() first")
+        return self.noise_multiplier * self.noise_decay ** (self.steps_taken // self.steps_per_epoch)
+
+    @property
+    def noise_std(self) -> float:
+        """Std of the Gaussian noise added to the clipped sum: σ·Δ."""
+        return self.current_noise_multiplier * self.sensitivity
+
+    def expected_units(self, batch_size: int) -> float:
+        """The divisor of the noisy sum: the expected batch size qN (or the number of micro-batches)."""
+        expected = self.sample_rate * self.dataset_size if self.sample_rate is not None else batch_size
+        if self.mode == "micro_batch":
+            return float(max(1, math.ceil(expected / self.engine.micro_batch_size)))
+        return float(expected)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            generator = torch.Generator(device=device)
+            if self._seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(self._seed + 1)
+            self._generators[device] = generator
+        return self._generators[device]
+
+    def privatize(self, losses: torch.Tensor) -> ClipStats:
+        """Replace every ``p.grad`` by the noisy mean clipped gradient of this batch and record the step."""
+        sigma, batch = self.current_noise_multiplier, losses.shape[0] if losses.dim() else 0
+        groups = None
+        if self.mode == "micro_batch":
+            n_groups = int(self.expected_units(batch))
+            groups = self.engine.micro_batch_groups(batch, n_groups=n_groups, generator=self._generator(torch.device("cpu")),
+                                                    device=losses.device)
+        stats = self.engine.clipped_sum(losses, groups=groups)
+        divisor = self.expected_units(batch)
+        with torch.no_grad():
+            for layer in self.engine.layers:
+                for p in layer.params.values():
+                    noise = torch.randn(p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype)
+                    p.grad.add_(noise, alpha=sigma * self.sensitivity).div_(divisor)
+        if self._poisson_pending:
+            self.accountant.step(noise_multiplier=sigma, sample_rate=self.sample_rate)
+        else:
+            self.unsampled_steps += 1
+        self._poisson_pending = False
+        self.steps_taken += 1
+        return stats
+
+    def step(self, losses: torch.Tensor) -> ClipStats:
+        """One DP-SGD step from the (B,) per-example ``losses`` of the last forward pass."""
+        stats = self.privatize(losses)
+        self.optimizer.step()
+        return stats
+
+    # ------------------------------------------------------------------ accounting
+    @property
+    def history(self) -> list[tuple[float, float, int]]:
+        """The accountant's history: ``[(σ, q, steps), ...]``."""
+        return list(self.accountant.history)
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """ε spent so far at ``delta`` (default: the constructor's), from the Opacus accountant."""
+        delta = self.delta if delta is None else delta
+        if delta is None:
+            raise ValueError("pass delta (or give delta to the constructor)")
+        check_delta(delta, self.dataset_size)
+        if self.unsampled_steps:
+            raise PoissonSamplingRequired(
+                f"{self.unsampled_steps} of {self.steps_taken} steps used batches that were not Poisson-sampled; the "
+                "accountants assume Poisson sampling, so no ε is reported (draw batches with DPSGD.poisson_loader)")
+        if not self.accountant.history:
+            return 0.0
+        return float(self.accountant.get_epsilon(delta=delta))
+
+    def detach(self) -> nn.Module:
+        """Remove the engine's hooks and return the (trained) model."""
+        self.engine.remove()
+        return self.model
+
+
+@dataclasses.dataclass
+class PrivateTraining:
+    """Result of :func:`train_private`."""
+
+    model: nn.Module
+    epsilon: float  # the accountant's ε at ``delta`` (inf for non-private training)
+    delta: float
+    noise_multiplier: float  # σ₀ (0 for non-private training)
+    sample_rate: float
+    steps: int
+    accountant: str
+    history: list[tuple[float, float, int]]  # the accountant's (σ, q, steps) entries
+    losses: list[float]  # mean training loss per epoch
+    mode: str = "per_example"
+    noise_decay: float = 1.0
+
+    def summary(self) -> dict:
+        return {"epsilon": self.epsilon, "delta": self.delta, "noise_multiplier": self.noise_multiplier,
+                "sample_rate": self.sample_rate, "steps": self.steps, "accountant": self.accountant, "mode": self.mode,
+                "noise_decay": self.noise_decay, "final_loss": self.losses[-1] if self.losses else float("nan")}
+
+
+def _loss(model: nn.Module, inputs, labels, reduction: str) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(inputs), labels, reduction=reduction)
+
+
+def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | None = None,
+                  noise_multiplier: float | None = None, delta: float = 1e-5, epochs: float = 3,
+                  batch_size: int = 256, lr: float = 1e-2, optimizer: str = "adam", max_grad_norm: float = 1.0,
+                  mode: str = "per_example", micro_batch_size: int | None = None, clipping: str = "flat",
+                  noise_decay: float = 1.0, accountant: str = "rdp", seed: int = 0,
+                  progress: bool = False) -> PrivateTraining:
+    """Train a classifier on ``(input_ids, labels)`` with DP-SGD at privacy budget ``epsilon`` (or a fixed σ).
+
+    ``epsilon=math.inf`` trains without clipping or noise on the same Poisson-sampled batches (the
+    non-private reference). Returns the model (hooks removed, eval mode) and the accountant's ε.
+    """
+    from trustml.models.training import make_optimizer
+
+    if (epsilon is None) == (noise_multiplier is None):
+        raise ValueError("pass exactly one of epsilon and noise_multiplier")
+    check_delta(delta, len(dataset))
+    torch.manual_seed(seed)
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr)
+    device = next(model.parameters()).device
+    private = not (epsilon is not None and math.isinf(epsilon) and epsilon > 0)
+    if private:
+        dp = DPSGD(model, opt, max_grad_norm=max_grad_norm, noise_multiplier=noise_multiplier,
+                   target_epsilon=epsilon, delta=delta, epochs=epochs, noise_decay=noise_decay, mode=mode,
+                   micro_batch_size=micro_batch_size, clipping=clipping, accountant=accountant, seed=seed)
+        loader = dp.poisson_loader(dataset, batch_size=batch_size, epochs=epochs, seed=seed)
+    else:
+        check_epochs(epochs)
+        q = batch_size / len(dataset)
+        loader = PoissonBatches(dataset, sample_rate=q, steps=max(1, round(epochs * steps_per_epoch(q))), seed=seed)
+    per_epoch = steps_per_epoch(loader.sample_rate)
+    losses, total, count = [], 0.0, 0
+    model.train()
+    try:
+        for step, (inputs, labels) in enumerate(tqdm(loader, desc="steps", disable=not progress), start=1):
+            inputs, labels = inputs.to(device), labels.to(device)
+            if private:
+                batch_losses = _loss(model, inputs, labels, "none")
+                dp.step(batch_losses)
+            else:
+                opt.zero_grad()
+                batch_losses = _loss(model, inputs, labels, "none")
+                if len(labels):
+                    batch_losses.mean().backward()
+                    opt.step()
+            total, count = total + float(batch_losses.detach().sum()), count + len(labels)
+            if step % per_epoch == 0 or step == len(loader):
+                losses.append(total / max(count, 1))
+                total, count = 0.0, 0
+    finally:
+        if private:
+            dp.detach()
+        model.eval()
+    if private:
+        return PrivateTraining(model, dp.epsilon(delta), delta, dp.noise_multiplier, dp.sample_rate, dp.steps_taken,
+                               accountant, dp.history, losses, mode, noise_decay)
+    return PrivateTraining(model, math.inf, delta, 0.0, loader.sample_rate, len(loader), accountant, [], losses,
+                           "non_private", 1.0)
+

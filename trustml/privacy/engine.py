@@ -1,0 +1,305 @@
+"""The fast clipping engine of eDP-SGD: exact per-example clipping without per-example gradients.
+
+One training step of DP-SGD needs ``Σ_i clip_C(∇ℓ_i)``. The engine gets it in four moves:
+
+1. forward hooks keep each parameterised layer's input ``A`` and output;
+2. ONE backward pass computes only the gradients ``G`` of ``Σ_i ℓ_i`` with respect to those outputs
+   (``torch.autograd.grad`` on the outputs skips every weight-gradient product);
+3. per-example (or per-micro-batch) gradient norms from ``A`` and ``G`` layer by layer (``rules.py``),
+   giving clipping factors ``f_i = min(1, C / (‖∇ℓ_i‖ + 10⁻⁶))``;
+4. the clipped sum ``Σ_i f_i ∇ℓ_i`` per layer from the same ``A`` and ``G`` (book-keeping), or, for a
+   layer whose rule has no book-keeping sum, by a second backward on ``Σ_i f_i ℓ_i`` (ghost clipping).
+
+Modes: ``per_example`` (unit = one example) and ``micro_batch`` (unit = a micro-batch; its *mean*
+gradient is clipped, as TF Privacy's ``num_microbatches``); clipping ``flat`` (one bound C) or
+``per_layer`` (a bound C_l per layer with Σ_l C_l² = C²). Noise and accounting live in ``dpsgd.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from trustml.privacy.rules import LayerRule, rule_for, supported_layers
+from trustml.privacy.validation import check_positive
+
+MODES = ("per_example", "micro_batch")
+CLIPPINGS = ("flat", "per_layer")
+STRATEGIES = ("bookkeeping", "ghost")
+STABILITY = 1e-6  # as Opacus: f = C / (‖g‖ + 1e-6), capped at 1
+
+
+class UnsupportedLayerError(TypeError):
+    """A layer holds trainable parameters but the engine has no per-example rule for it."""
+
+
+@dataclasses.dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+    rule: LayerRule
+    params: dict[str, nn.Parameter]
+    records: list = dataclasses.field(default_factory=list)  # (prepared input, output, output version)
+
+
+@dataclasses.dataclass
+class ClipStats:
+    """What one call of :meth:`ClippingEngine.clipped_sum` saw."""
+
+    batch_size: int
+    n_units: int  # examples (per_example) or non-empty micro-batches
+    norms: torch.Tensor  # (n_units,) unclipped gradient norm of each unit
+    clipped_fraction: float  # share of units whose norm exceeded their bound
+
+
+def layer_bounds(names: list[str], max_grad_norm: float, layer_max_grad_norms: Mapping[str, float] | None
+                 ) -> dict[str, float]:
+    """Per-layer bounds C_l with Σ C_l² = C²: equal split C/√L unless given (then they must add up)."""
+    if layer_max_grad_norms is None:
+        return {name: max_grad_norm / math.sqrt(len(names)) for name in names}
+    unknown, missing = set(layer_max_grad_norms) - set(names), set(names) - set(layer_max_grad_norms)
+    if unknown or missing:
+        raise ValueError(f"layer_max_grad_norms must name exactly the layers {names}; "
+                         f"unknown: {sorted(unknown)}, missing: {sorted(missing)}")
+    for name, bound in layer_max_grad_norms.items():
+        check_positive(f"layer_max_grad_norms[{name!r}]", bound)
+    total = math.sqrt(sum(b * b for b in layer_max_grad_norms.values()))
+    if not math.isclose(total, max_grad_norm, rel_tol=1e-6):
+        raise ValueError(f"layer_max_grad_norms must satisfy Σ C_l² = max_grad_norm² = {max_grad_norm ** 2:g}; "
+                         f"got √Σ C_l² = {total:g}")
+    return dict(layer_max_grad_norms)
+
+
+class ClippingEngine:
+    """Hooks a model and turns per-example losses into the clipped gradient sum in ``p.grad``.
+
+    ``engine.clipped_sum(losses)`` after a forward pass of the hooked model writes
+    ``Σ_units f_u · g_u`` into every trainable parameter's ``.grad`` (no noise, no averaging), where
+    ``g_u`` is an example's gradient (``per_example``) or a micro-batch's mean gradient (``micro_batch``).
+    """
+
+    def __init__(self, model: nn.Module, *, max_grad_norm: float, mode: str = "per_example",
+                 micro_batch_size: int | None = None, clipping: str = "flat",
+                 layer_max_grad_norms: Mapping[str, float] | None = None, strategy: str = "bookkeeping",
+                 trim_zero_tokens: bool = True):
+        check_positive("max_grad_norm", max_grad_norm)
+        for option, value, allowed in (("mode", mode, MODES), ("clipping", clipping, CLIPPINGS),
+                                       ("strategy", strategy, STRATEGIES)):
+            if value not in allowed:
+                raise ValueError(f"{option} must be one of {allowed}, got {value!r}")
+        if mode == "micro_batch":
+            if micro_batch_size is None or int(micro_batch_size) != micro_batch_size or micro_batch_size < 1:
+                raise ValueError(f"micro_batch_size must be an integer >= 1 in micro_batch mode, got {micro_batch_size}")
+        elif micro_batch_size is not None:
+            raise ValueError("micro_batch_size applies to mode='micro_batch' only")
+        if layer_max_grad_norms is not None and clipping != "per_layer":
+            raise ValueError("layer_max_grad_norms applies to clipping='per_layer' only")
+        self.model, self.max_grad_norm, self.mode, self.clipping = model, float(max_grad_norm), mode, clipping
+        self.micro_batch_size, self.strategy, self.trim_zero_tokens = micro_batch_size, strategy, trim_zero_tokens
+        self.layers = self._find_layers(model)
+        self.bounds = (layer_bounds([layer.name for layer in self.layers], self.max_grad_norm, layer_max_grad_norms)
+                       if clipping == "per_layer" else None)
+        self.ghost_layers = [layer for layer in self.layers
+                             if strategy == "ghost" or layer.rule.clipped_sum is None]
+        if self.ghost_layers and clipping == "per_layer":
+            names = [layer.name for layer in self.ghost_layers]
+            raise ValueError(f"per_layer clipping needs book-keeping sums; layers {names} would need ghost clipping "
+                             "(one second backward can apply only one clipping factor per example)")
+        self._handles = [layer.module.register_forward_hook(self._capture(layer)) for layer in self.layers]
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _find_layers(model: nn.Module) -> list[_Layer]:
+        layers = []
+        for name, module in model.named_modules():
+            params = {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+            if not params:
+                continue
+            rule = rule_for(module)
+            if rule is None:
+                raise UnsupportedLayerError(
+                    f"layer {name or '<model>'!r} ({type(module).__name__}) has trainable parameters "
+                    f"{sorted(params)} but no per-example gradient rule; supported layers: {supported_layers()} "
+                    "(freeze it with requires_grad_(False), or add a rule with trustml.privacy.register_rule)")
+            if rule.check is not None:
+                try:
+                    rule.check(module)
+                except ValueError as error:
+                    raise UnsupportedLayerError(f"layer {name!r}: {error}") from error
+            layers.append(_Layer(name or "<model>", module, rule, params))
+        if not layers:
+            raise ValueError("the model has no trainable parameters")
+        return layers
+
+    def _capture(self, layer: _Layer):
+        def hook(module, inputs, output):
+            if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad:
+                layer.records.append((layer.rule.prepare(module, inputs[0]), output, output._version))
+        return hook
+
+    def remove(self) -> None:
+        """Detach the hooks (the model is then an ordinary model again)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.clear()
+
+    def clear(self) -> None:
+        for layer in self.layers:
+            layer.records.clear()
+
+    # ------------------------------------------------------------------ the step
+    def micro_batch_groups(self, batch_size: int, *, n_groups: int | None = None,
+                           generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Random micro-batch of each example: uniform over ``n_groups`` groups, independently per example.
+
+        Independent assignment keeps the privacy analysis local: adding or removing one example
+        changes only its own micro-batch (a fixed partition by position would shift every later one).
+        """
+        if n_groups is None:
+            n_groups = max(1, math.ceil(batch_size / self.micro_batch_size))
+        return torch.randint(n_groups, (batch_size,), generator=generator, device="cpu").to(device)
+
+    def clipped_sum(self, losses: torch.Tensor, *, groups: torch.Tensor | None = None) -> ClipStats:
+        """Write the clipped gradient sum into ``p.grad`` for the last forward pass; return statistics.
+
+        ``losses``: the (B,) per-example losses (``reduction="none"``). ``groups`` (micro_batch mode):
+        the micro-batch index of each example (default: :meth:`micro_batch_groups`).
+        """
+        if losses.dim() != 1:
+            raise ValueError(f"losses must be the (batch,) per-example losses (use reduction='none'), "
+                             f"got shape {tuple(losses.shape)}")
+        B = losses.shape[0]
+        if B == 0:  # an empty Poisson batch: the clipped sum is zero (the noise still comes)
+            self.clear()
+            for layer in self.layers:
+                for p in layer.params.values():
+                    p.grad = torch.zeros_like(p)
+            return ClipStats(0, 0, losses.new_zeros(0), float("nan"))
+        active = [layer for layer in self.layers if layer.records]
+        outputs = [out for layer in active for _, out, _ in layer.records]
+        for layer in active:
+            if any(out._version != version for _, out, version in layer.records):
+                raise RuntimeError(f"the output of layer {layer.name!r} was modified in place after the forward pass; "
+                                   "the engine needs it unchanged (avoid in-place ops such as relu_ on layer outputs)")
+        if not outputs:
+            self.clear()
+            raise RuntimeError("no forward pass of the model was recorded before clipped_sum() (run the model in "
+                               "train mode with gradients enabled, on the batch whose losses you pass)")
+        try:
+            grads = torch.autograd.grad(losses.sum(), outputs, allow_unused=True,
+                                        retain_graph=bool(self.ghost_layers))
+            data = self._collect(active, grads, B)
+            unit_of, unit_size, n_units = self._units(B, groups, losses.device)
+            factors, norms = self._factors(data, unit_of, unit_size, n_units)
+            self._write_grads(data, factors, losses)
+        finally:
+            self.clear()
+        bound = self.max_grad_norm
+        clipped = float((norms > bound).float().mean()) if n_units and self.clipping == "flat" else float("nan")
+        return ClipStats(B, n_units, norms, clipped)
+
+    def _collect(self, active: list[_Layer], grads, B: int) -> list[tuple[_Layer, torch.Tensor, torch.Tensor]]:
+        """(layer, A, G) with the calls of a layer concatenated along the token axis."""
+        data, position = [], 0
+        for layer in active:
+            As, Gs = [], []
+            for A, _, _ in layer.records:
+                G = grads[position]
+                position += 1
+                if G is None:  # this call did not contribute to the loss
+                    continue
+                if G.shape[0] != B:
+                    raise ValueError(f"layer {layer.name!r} saw a batch of {G.shape[0]} rows but losses has {B}: "
+                                     "the engine assumes batch-first inputs and one forward pass per step")
+                As.append(A)
+                Gs.append(G.reshape(B, A.shape[1], -1))
+            if not As:
+                continue
+            A, G = (torch.cat(As, 1), torch.cat(Gs, 1)) if len(As) > 1 else (As[0], Gs[0])
+            if self.trim_zero_tokens and G.shape[1] > 1:
+                # Tokens with zero output gradient in every example (padding) add nothing to any formula.
+                keep = G.detach().ne(0).any(-1).any(0)
+                if not bool(keep.all()):
+                    A, G = A[:, keep], G[:, keep]
+            data.append((layer, A, G.detach()))
+        return data
+
+    def _units(self, B: int, groups: torch.Tensor | None, device):
+        if self.mode == "per_example":
+            if groups is not None:
+                raise ValueError("groups applies to mode='micro_batch' only")
+            return None, None, B
+        if groups is None:
+            groups = self.micro_batch_groups(B, device=device)
+        groups = torch.as_tensor(groups, device=device).long()
+        if groups.shape != (B,) or (B and groups.min() < 0):
+            raise ValueError(f"groups must be a (batch,) tensor of micro-batch indices >= 0, got shape {tuple(groups.shape)}")
+        # Renumber to the non-empty micro-batches 0..U-1.
+        present, unit_of = torch.unique(groups, return_inverse=True)
+        unit_size = torch.bincount(unit_of, minlength=len(present))
+        return unit_of, unit_size, len(present)
+
+    @staticmethod
+    def _group(x: torch.Tensor, unit_of: torch.Tensor, unit_size: torch.Tensor, n_units: int) -> torch.Tensor:
+        """(B, T, ·) -> (U, M·T, ·): each micro-batch becomes one "example" whose tokens are its members'.
+
+        The gradient of a micro-batch's summed loss is the sum of its members' gradients, i.e. the same
+        token sums over more tokens; zero-padded slots add nothing because their G is zero.
+        """
+        order = torch.argsort(unit_of, stable=True)
+        starts = torch.cumsum(unit_size, 0) - unit_size
+        slot = torch.empty_like(unit_of)
+        slot[order] = torch.arange(len(unit_of), device=unit_of.device) - starts[unit_of[order]]
+        M = int(unit_size.max()) if len(unit_size) else 1
+        fill = -1 if x.dtype == torch.long else 0  # -1: an excluded embedding id
+        out = torch.full((n_units, M, *x.shape[1:]), fill, dtype=x.dtype, device=x.device)
+        out[unit_of, slot] = x
+        return out.reshape(n_units, M * x.shape[1], *x.shape[2:])
+
+    def _factors(self, data, unit_of, unit_size, n_units: int):
+        """Per-example coefficients c (one per layer for per_layer clipping) and the unit norms."""
+        norms_sq = {}
+        for layer, A, G in data:
+            if unit_of is not None:
+                A, G = (self._group(t, unit_of, unit_size, n_units) for t in (A, G))
+            per_param = layer.rule.norms_sq(layer.module, A, G)
+            norms_sq[layer.name] = sum(per_param.values())
+        if self.mode == "micro_batch":  # the micro-batch *mean*: divide the sum's norm by the size
+            scale = unit_size.to(next(iter(norms_sq.values())).dtype)
+            norms_sq = {name: n / scale.square() for name, n in norms_sq.items()}
+        if self.clipping == "flat":
+            total = torch.sqrt(sum(norms_sq.values()))
+            f = (self.max_grad_norm / (total + STABILITY)).clamp(max=1.0)
+            factors = {name: f for name in norms_sq}
+        else:
+            factors = {name: (self.bounds[name] / (n.sqrt() + STABILITY)).clamp(max=1.0) for name, n in norms_sq.items()}
+            total = torch.sqrt(sum(norms_sq.values()))
+        if self.mode == "micro_batch":  # per-example coefficient c_i = f_unit(i) / |unit(i)|
+            factors = {name: (f / unit_size.to(f.dtype))[unit_of] for name, f in factors.items()}
+        return factors, total.detach()
+
+    def _write_grads(self, data, factors, losses: torch.Tensor) -> None:
+        seen = set()
+        ghost = {layer.name for layer in self.ghost_layers}
+        for layer, A, G in data:
+            seen.add(layer.name)
+            if layer.name in ghost:
+                continue
+            c = factors[layer.name].to(G.dtype)
+            for name, grad in layer.rule.clipped_sum(layer.module, A, G, c).items():
+                layer.params[name].grad = grad.to(layer.params[name].dtype)
+        ghost_params = [p for layer in self.ghost_layers if layer.name in seen for p in layer.params.values()]
+        if ghost_params:
+            # Ghost clipping (Li et al. 2022): one more backward, on the re-weighted loss Σ_i c_i ℓ_i.
+            c = next(iter(factors.values())).detach().to(losses.dtype)
+            for p, grad in zip(ghost_params, torch.autograd.grad((c * losses).sum(), ghost_params)):
+                p.grad = grad
+        for layer in self.layers:  # a layer unused in this forward pass has a zero clipped sum
+            if layer.name not in seen:
+                for p in layer.params.values():
+                    p.grad = torch.zeros_like(p)
