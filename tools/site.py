@@ -30,8 +30,9 @@ def execute_quick(path: pathlib.Path) -> pathlib.Path:
 
     target = EXECUTED / path.relative_to(ROOT)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # execution_timeout turns a hung kernel into a failure instead of a silent wait.
     papermill.execute_notebook(str(path), str(target), parameters={"QUICK": True}, kernel_name="python3",
-                               cwd=str(path.parent), progress_bar=False)
+                               cwd=str(path.parent), progress_bar=False, execution_timeout=600)
     return target
 
 
