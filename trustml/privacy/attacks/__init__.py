@@ -1,0 +1,34 @@
+"""Measuring leakage: membership inference, privacy audits, canaries and their extraction (ModIvA).
+
+- ``mia``: LOSS threshold, shadow-model attack, LiRA offline/online — one ``ATTACKS`` registry;
+- ``shadow``: the membership game (k models on balanced random halves, each the target in turn);
+- ``results``: ``AttackResult`` (AUC, advantage, TPR at low FPR, ``.summary()``, ``.to_frame()``), log-log ROC;
+- ``audit``: an empirical lower bound on ε (Clopper–Pearson), to set beside the accountant's ε;
+- ``canary`` / ``modiva``: planted secrets, exposure over all candidates, white-box inversion;
+- ``targets`` / ``defences``: how targets are trained (DP-SGD via ``trustml.privacy.train_private``).
+"""
+
+from trustml.privacy.attacks.audit import AuditResult, clopper_pearson, epsilon_lower_bound
+from trustml.privacy.attacks.canary import (
+    DIGITS, PHONE_TEMPLATE, PIN_TEMPLATE, CanaryProbe, ExposureResult, canary_probe, canary_table, candidate_losses,
+    exposure, make_canaries, rank_exposure,
+)
+from trustml.privacy.attacks.mia import (
+    ATTACKS, attack_features, lira_offline, lira_online, loss_attack, shadow_attack,
+)
+from trustml.privacy.attacks.modiva import InversionResult, modiva
+from trustml.privacy.attacks.results import AttackResult, check_fpr, plot_roc, results_table
+from trustml.privacy.attacks.scores import logit_confidence, model_logits, per_example_loss
+from trustml.privacy.attacks.shadow import MembershipGame, balanced_membership, random_halves
+from trustml.privacy.attacks.targets import (
+    ARCHITECTURES, build_model, make_trainer, train_model, train_with_early_stopping,
+)
+
+__all__ = [
+    "ARCHITECTURES", "ATTACKS", "DIGITS", "PHONE_TEMPLATE", "PIN_TEMPLATE", "AttackResult", "AuditResult",
+    "CanaryProbe", "ExposureResult", "InversionResult", "MembershipGame", "attack_features", "balanced_membership",
+    "build_model", "canary_probe", "canary_table", "candidate_losses", "check_fpr", "clopper_pearson",
+    "epsilon_lower_bound", "exposure", "lira_offline", "lira_online", "logit_confidence", "loss_attack",
+    "make_canaries", "make_trainer", "model_logits", "modiva", "per_example_loss", "plot_roc", "rank_exposure",
+    "random_halves", "results_table", "shadow_attack", "train_model", "train_with_early_stopping",
+]

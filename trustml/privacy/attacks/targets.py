@@ -1,0 +1,84 @@
+"""How the attacked models are trained: one recipe for targets and shadow models, with or without DP.
+
+The attacks need models trained *the same way* many times (shadow models), so the recipe is a function
+``train_fn(train_set, *, seed) -> PrivateTraining``. DP-SGD comes from ``trustml.privacy.train_private``
+(Poisson sampling, σ calibrated to the target ε by the accountant); ``epsilon=inf`` runs the same loop
+on the same Poisson batches without clipping or noise, so ε is the only thing that changes.
+Early stopping, a non-DP defence, has its own small loop because it needs a validation set.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from trustml.data import make_loader
+from trustml.models import EmbeddingClassifier, TransformerClassifier, make_optimizer
+
+ARCHITECTURES = {"embedding": EmbeddingClassifier, "transformer": TransformerClassifier}
+
+
+def build_model(architecture: str, *, vocab_size: int, num_classes: int, seed: int = 0, **options) -> nn.Module:
+    """A fresh model from the registry (``"embedding"`` or ``"transformer"``), initialised from ``seed``."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
+    torch.manual_seed(seed)
+    return ARCHITECTURES[architecture](vocab_size, num_classes, **options)
+
+
+def train_model(train_set: TensorDataset, *, seed: int, vocab_size: int, num_classes: int,
+                architecture: str = "embedding", epsilon: float = math.inf, delta: float = 1e-5, epochs: float = 30,
+                batch_size: int = 32, lr: float = 1e-2, max_grad_norm: float = 1.0, model_options: dict | None = None):
+    """Train one model with ``trustml.privacy.train_private`` at budget ``epsilon`` (inf = no DP).
+
+    Returns the ``PrivateTraining`` record (``.model``, the accountant's ``.epsilon``, ...)."""
+    from trustml.privacy import train_private
+
+    model = build_model(architecture, vocab_size=vocab_size, num_classes=num_classes, seed=seed, **(model_options or {}))
+    return train_private(model, train_set, epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size, lr=lr,
+                         max_grad_norm=max_grad_norm, seed=seed)
+
+
+def make_trainer(**recipe) -> functools.partial:
+    """``train_fn(train_set, *, seed)`` with a fixed recipe (the keyword arguments of ``train_model``)."""
+    unknown = set(recipe) - set(train_model.__kwdefaults__) - {"vocab_size", "num_classes"}
+    if unknown or "seed" in recipe:
+        raise TypeError(f"unknown recipe options {sorted(unknown | ({'seed'} & set(recipe)))}; "
+                        f"allowed: {sorted(set(train_model.__kwdefaults__) - {'seed'})}")
+    return functools.partial(train_model, **recipe)
+
+
+def train_with_early_stopping(model: nn.Module, train_set: TensorDataset, validation: TensorDataset, *,
+                              max_epochs: int = 50, patience: int = 2, batch_size: int = 64, lr: float = 3e-3,
+                              seed: int = 0) -> list[float]:
+    """Adam training that keeps the weights of the epoch with the lowest validation loss and stops after
+    ``patience`` epochs without improvement (a classic regulariser against memorisation, no formal
+    guarantee). Returns the validation loss of each epoch; the model ends in eval mode with the best weights."""
+    if max_epochs < 1 or patience < 1:
+        raise ValueError(f"max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
+    torch.manual_seed(seed)
+    optimizer = make_optimizer("adam", model.parameters(), lr=lr)
+    loader = make_loader(train_set, batch_size=batch_size, shuffle=True, seed=seed)
+    best, best_state, history = math.inf, copy.deepcopy(model.state_dict()), []
+    for _ in range(max_epochs):
+        model.train()
+        for inputs, labels in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            inputs, labels = validation.tensors
+            history.append(float(nn.functional.cross_entropy(model(inputs), labels)))
+        if history[-1] < best:
+            best, best_state = history[-1], copy.deepcopy(model.state_dict())
+        elif len(history) - 1 - history.index(best) >= patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return history
