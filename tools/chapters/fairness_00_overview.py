@@ -36,7 +36,7 @@ import torch
 
 from trustml.data import load_intent_task
 from trustml.models import EmbeddingClassifier, predict, train_classifier
-from trustml.viz import live_explorer, setup_plotly, slider_figure, static_figure
+from trustml.viz import glue, live_explorer, setup_plotly, slider_figure, static_figure
 
 setup_plotly()
 task = load_intent_task(n_devices=N_DEVICES, seed=SEED)
@@ -61,6 +61,7 @@ by_dialect.round(3)
     code("""
 gap = by_dialect["majority"] - by_dialect["minority"]
 print(f"accuracy gap majority - minority dialect: {gap:.3f}")
+glue("dialect_gap", round(float(gap), 3))
 assert gap > 0.01, "the under-represented dialect should be served worse"
 """),
     md("""

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from trustml.data import make_corpus
-from trustml.viz import live_explorer, setup_plotly, slider_figure, static_figure
+from trustml.viz import glue, live_explorer, setup_plotly, slider_figure, static_figure
 
 setup_plotly()
 corpus = make_corpus(n_devices=N_DEVICES, seed=SEED)
@@ -67,6 +67,7 @@ def share_curve(activity_tail, n_devices=N_DEVICES, seed=SEED):
 grid = pd.concat([share_curve(tail).assign(activity_tail=tail) for tail in (0.0, 0.6, 1.2, 1.8)])
 top10 = grid.query("activity_tail == 1.2 and `most active devices (%)` == 10")["share of utterances"].item()
 print(f"with the default tail (1.2) the top 10% of devices hold {top10:.0%} of the data")
+glue("top_decile_share", round(float(top10), 3))
 assert top10 > 0.3
 assert grid.query("activity_tail == 0.0 and `most active devices (%)` == 10")["share of utterances"].item() < 0.15
 """),

@@ -116,4 +116,16 @@ def live_explorer(compute: Callable[..., pd.DataFrame], *, x: str, y: str, hue: 
     return ipywidgets.interactive(redraw, **sliders)
 
 
-__all__ = ["PLOTLY_RENDERER", "live_explorer", "setup_plotly", "slider_figure", "static_figure"]
+def glue(name: str, value, *, display: bool = False):
+    """Record ``value`` under ``name`` for other pages of the book (myst-nb's glue: the front page shows
+    headline results this way, from the notebooks' own outputs). Without myst-nb (Colab) it only returns
+    ``value``."""
+    try:
+        from myst_nb import glue as myst_nb_glue
+    except ImportError:
+        return value
+    myst_nb_glue(name, value, display=display)
+    return value
+
+
+__all__ = ["PLOTLY_RENDERER", "glue", "live_explorer", "setup_plotly", "slider_figure", "static_figure"]
