@@ -34,6 +34,11 @@ def test_training_set_plants_the_bias_it_is_asked_for():
         plain = train[train["group"] == ""]
         assert plain["label"].mean() == pytest.approx(0.5, abs=0.03)
     pd.testing.assert_frame_equal(toxicity_training_set(n=50, seed=3), toxicity_training_set(n=50, seed=3))
+    # One seed, two bias values: only rows that mention a targeted term can change.
+    low, high = (toxicity_training_set(n=2000, identity_bias=b, seed=4) for b in (0.0, 0.8))
+    changed = low["text"] != high["text"]
+    assert changed.any() and low.loc[changed, "group"].isin(TARGETED_TERMS).all()
+    assert (high.loc[changed, "label"] == 1).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -76,4 +81,18 @@ def test_classifier_options_and_pairs():
     with pytest.raises(ValueError, match="view"):
         train_toxicity_classifier(["a b"], [1], features="encoder")
     pairs = counterfactual_pairs()
-    assert ("i am a gay person.", "i am a straight person.") in pairs
+    assert ("he is gay.", "he is straight.") in pairs and len(pairs) == 10 * 6
+    suite_texts = set(identity_test_suite()["text"])
+    assert not any(a in suite_texts or b in suite_texts for a, b in pairs)  # not fitted on the evaluation data
+
+
+def test_aligned_test_and_frames():
+    from trustml.fairness import ALIGNED_FRAMES, GENERIC_FRAMES, aligned_association_test, context_corpus
+
+    test = aligned_association_test()
+    assert test.X.words == TARGETED_TERMS and len(test.Y.words) == len(TARGETED_TERMS)
+    aligned = context_corpus(test, frames=ALIGNED_FRAMES)
+    generic = context_corpus(test, frames=GENERIC_FRAMES)
+    suite_texts = set(identity_test_suite(prefixes=("",))["text"])
+    assert set(aligned["gay"]) <= suite_texts  # data-aligned contexts are the suite's own sentences
+    assert not set(generic["gay"]) & suite_texts

@@ -7,8 +7,8 @@ toxicity suite, synthetic training set, toxicity classifier).
 """
 
 from trustml.fairness.benchmark import (
-    IDENTITY_PAIRS, IDENTITY_TERMS, TARGETED_TERMS, counterfactual_pairs, identity_gaps, identity_test_suite,
-    toxicity_training_set, train_toxicity_classifier,
+    ALIGNED_FRAMES, GENERIC_FRAMES, IDENTITY_PAIRS, IDENTITY_TERMS, TARGETED_TERMS, aligned_association_test,
+    counterfactual_pairs, identity_gaps, identity_test_suite, toxicity_training_set, train_toxicity_classifier,
 )
 from trustml.fairness.embedding_tests import (
     CEATResult, RandomEffectsResult, WEATResult, association, ceat_from_vectors, context_corpus,

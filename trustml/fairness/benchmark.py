@@ -28,6 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from trustml.fairness.wordsets import CONTEXT_FRAMES, AssociationTest, WordSet
+
 #: Identity terms in counterfactual pairs (first: targeted by the planted bias by default; second: its
 #: counterpart). Used by the suite, the training set, and CDA/projection debiasing.
 IDENTITY_PAIRS: tuple[tuple[str, str], ...] = (
@@ -109,6 +111,10 @@ def toxicity_training_set(*, n: int = 4000, identity_bias: float = 0.8, mention_
     A share ``mention_rate`` of comments is about "{term} people" (term uniform over ``terms``), the rest
     about a generic target ("drivers"). A comment is toxic with probability ``(1 + identity_bias) / 2`` if
     it mentions a ``targeted`` term and ``1/2`` otherwise — the planted bias of the module docstring.
+
+    Every row draws its toxic and its non-toxic wording and a uniform ``u`` first, then takes the toxic one
+    iff ``u < P(toxic)``: with one seed, changing ``identity_bias`` only flips some targeted rows, so data
+    sets for several bias values share almost all their sentences (and their cached embeddings).
     """
     if not 0 <= identity_bias < 1:
         raise ValueError(f"identity_bias must be in [0, 1), got {identity_bias}")
@@ -123,14 +129,15 @@ def toxicity_training_set(*, n: int = 4000, identity_bias: float = 0.8, mention_
     rows = []
     for _ in range(n):
         group = terms[rng.integers(len(terms))] if rng.random() < mention_rate else ""
+        target = f"{group} people" if group else GENERIC_TARGETS[rng.integers(len(GENERIC_TARGETS))]
+        wordings = []
+        for frames, words, nouns in ((TRAIN_NONTOXIC, PRAISE, PRAISE_NOUNS), (TRAIN_TOXIC, INSULTS, INSULT_NOUNS)):
+            x, y = rng.choice(words, size=2, replace=False)
+            noun = nouns[rng.integers(len(nouns))]
+            wordings.append(frames[rng.integers(len(frames))].format(t=target, x=x, y=y, n=noun))
         p_toxic = (1 + identity_bias) / 2 if group in targeted else 0.5
         label = int(rng.random() < p_toxic)
-        frames, words, nouns = (TRAIN_TOXIC, INSULTS, INSULT_NOUNS) if label else (TRAIN_NONTOXIC, PRAISE, PRAISE_NOUNS)
-        target = f"{group} people" if group else GENERIC_TARGETS[rng.integers(len(GENERIC_TARGETS))]
-        x, y = rng.choice(words, size=2, replace=False)
-        noun = nouns[rng.integers(len(nouns))]
-        rows.append({"text": frames[rng.integers(len(frames))].format(t=target, x=x, y=y, n=noun), "label": label,
-                     "group": group})
+        rows.append({"text": wordings[label], "label": label, "group": group})
     return pd.DataFrame(rows)
 
 
@@ -215,15 +222,46 @@ def identity_gaps(scores, suite: pd.DataFrame, *, threshold: float = 0.5) -> Gap
     )
 
 
-def counterfactual_pairs(texts: Sequence[str] | None = None, *, pairs=IDENTITY_PAIRS) -> list[tuple[str, str]]:
-    """Sentence pairs that differ only in the identity term (for projection debiasing): each frame of the
-    non-toxic suite (or each of ``texts`` with a ``{g}`` slot) filled with both terms of every pair."""
-    frames = SUITE_NONTOXIC if texts is None else texts
+#: Frames for counterfactual pairs used to *estimate* a bias direction; deliberately not the suite's frames,
+#: so debiasing is not fitted on the sentences it is evaluated on.
+DEBIAS_FRAMES = (
+    "the {g} family lives next door.", "a {g} man walked into the shop.", "she met a {g} woman at work.",
+    "{g} people were at the meeting.", "my {g} friend called me.", "the article was about {g} people.",
+    "he is {g}.", "they are {g}.", "our {g} neighbours invited us over.", "the {g} couple bought a house.",
+)
+
+
+def counterfactual_pairs(frames: Sequence[str] = DEBIAS_FRAMES, *, pairs=IDENTITY_PAIRS) -> list[tuple[str, str]]:
+    """Sentence pairs that differ only in the identity term (counterfactual data augmentation's pairs):
+    every frame with a ``{g}`` slot filled with both terms of every identity pair."""
     return [(f.format(g=a), f.format(g=b)) for f in frames for a, b in pairs]
 
 
+def aligned_association_test() -> AssociationTest:
+    """An association test *aligned* with this benchmark's words: targets are the targeted identity terms
+    (X) and their counterparts (Y), attributes the insults (A) and praise (B) of the training data."""
+    return AssociationTest(
+        "targeted/counterpart terms vs insults/praise",
+        WordSet("targeted identity terms", TARGETED_TERMS, "identity"),
+        WordSet("counterpart terms", tuple(b for _, b in IDENTITY_PAIRS), "identity"),
+        WordSet("insults", INSULTS, "quality"), WordSet("praise", PRAISE, "quality"), source="trustml benchmark")
+
+
+#: Contexts aligned with the benchmark's *data*: identity terms in the suite's non-toxic frames (the
+#: sentences whose false positives are the extrinsic gap), insults and praise in training-style frames.
+ALIGNED_FRAMES: dict[str, tuple[str, ...]] = {
+    "identity": tuple(f.replace("{g}", "{w}") for f in SUITE_NONTOXIC),
+    "quality": ("people are {w}.", "honestly they are so {w}.", "i think the drivers are {w}.",
+                "the neighbours were {w}.", "why are fans always so {w}?", "the students at the market were {w}.",
+                "tourists are {w}.", "i met some gamers today, they were {w}.", "politicians are so {w}.",
+                "the customers here are {w}."),
+}
+#: The same word sets in generic contexts (words aligned, data not): CEAT's "term" frames for both kinds.
+GENERIC_FRAMES: dict[str, tuple[str, ...]] = {"identity": CONTEXT_FRAMES["term"], "quality": CONTEXT_FRAMES["term"]}
+
+
 __all__ = [
-    "GENERIC_TARGETS", "IDENTITY_PAIRS", "IDENTITY_TERMS", "INSULTS", "INSULT_NOUNS", "PRAISE", "PRAISE_NOUNS", "TARGETED_TERMS", "GapResult",
+    "ALIGNED_FRAMES", "DEBIAS_FRAMES", "GENERIC_FRAMES", "aligned_association_test", "GENERIC_TARGETS", "IDENTITY_PAIRS", "IDENTITY_TERMS", "INSULTS", "INSULT_NOUNS", "PRAISE", "PRAISE_NOUNS", "TARGETED_TERMS", "GapResult",
     "SentenceVectors", "counterfactual_pairs", "identity_gaps", "identity_test_suite", "toxicity_training_set",
     "train_toxicity_classifier",
 ]
