@@ -66,9 +66,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from trustml.fairness import (
-    WEAT_TESTS, EmbeddingCache, EncoderView, ceat, ceat_from_vectors, context_corpus, seat, static_weat, weat,
+    WEAT_TESTS, EmbeddingCache, EncoderView, ceat, ceat_from_vectors, context_corpus, contextual_word_vectors, seat,
+    static_weat, weat,
 )
-from trustml.fairness.encoders import contextual_word_vectors
 from trustml.models import load_minilm
 from trustml.viz import live_explorer, setup_plotly, slider_figure, static_figure
 
@@ -193,6 +193,18 @@ for ax, name in zip(axes[0], shown):
 fig.tight_layout()
 """),
     code("""
+by_method = pd.concat([
+    word_level.rename(columns={"effect size": "effect size d"})[["test", "layer", "method", "effect size d"]],
+    ceat_table.assign(method="CEAT (contexts)").rename(columns={"CES": "effect size d"})[
+        ["test", "layer", "method", "effect size d"]],
+], ignore_index=True)
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
+for ax, (method, part) in zip(axes, by_method.groupby("method")):
+    static_figure(part.assign(test=part["test"].astype(str)), x="layer", y="effect size d", hue="test", ax=ax,
+                  title=method)
+    ax.axhline(0, color="k", lw=0.5)
+"""),
+    code("""
 weat1 = ceat_table[ceat_table["test"] == "weat1"].set_index("layer")
 print(weat1[["CES", "SE", "p", "tau^2"]].round(4))
 # Key result: flowers/insects vs pleasant/unpleasant is positive and significant at every layer, with all three
@@ -260,6 +272,22 @@ assert widths.iloc[-1] < widths.iloc[0], "more samples shrink CEAT's interval"
 """),
     md("""
 ## What the numbers say
+
+Measured at full size (`SEED = 0`, $N = 1000$, 10 contexts per word), CEAT's combined effect size by
+layer — every $p$ is below $10^{-300}$ except WEAT 9 at layer 6 ($p = 2 \cdot 10^{-11}$):
+
+| test | L0 | L1 | L2 | L3 | L4 | L5 | L6 |
+|---|---|---|---|---|---|---|---|
+| 1 flowers/insects vs pleasant/unpleasant | 1.25 | 1.30 | 1.35 | 1.46 | 1.45 | 1.43 | 1.52 |
+| 2 instruments/weapons vs pleasant/unpleasant | 1.33 | 1.36 | 1.34 | 1.37 | 1.37 | 1.33 | 1.24 |
+| 3 EA/AA names vs pleasant/unpleasant | 0.75 | 0.68 | 0.73 | 0.72 | 0.73 | 0.76 | 0.46 |
+| 4 EA/AA names (Bertrand) vs pleasant/unpleasant | 1.14 | 1.07 | 1.20 | 1.14 | 1.08 | 1.02 | 0.94 |
+| 5 EA/AA names (Bertrand) vs pleasant/unpleasant (Nosek) | 0.56 | 0.67 | 0.82 | 0.83 | 0.75 | 0.67 | 0.34 |
+| 6 male/female names vs career/family | 0.78 | 0.88 | 0.74 | 0.67 | 0.62 | 0.82 | 0.42 |
+| 7 math/arts vs male/female terms | 0.98 | 0.80 | 0.63 | 0.77 | 0.83 | 0.86 | 0.88 |
+| 8 science/arts vs male/female terms | 0.43 | 0.49 | 0.67 | 0.57 | 0.79 | 0.81 | 0.87 |
+| 9 mental/physical disease vs temporary/permanent | 0.96 | 0.88 | 1.06 | 0.97 | 0.85 | 0.34 | 0.05 |
+| 10 young/old names vs pleasant/unpleasant | 0.37 | 0.38 | 0.47 | 0.55 | 0.73 | 0.85 | 0.69 |
 
 - **Flowers/insects vs pleasant/unpleasant** (WEAT 1) is large, positive and significant with all three
   methods and at every layer, as for static embeddings and for the human IAT.

@@ -15,7 +15,8 @@ from trustml.fairness.embedding_tests import (
     permutation_p_value, random_effects, seat_sentences, weat, weat_effect_size, weat_p_value, weat_statistic,
 )
 from trustml.fairness.encoders import (
-    EmbeddingCache, EncoderView, ceat, projection_debias, random_init_encoder, seat, static_weat, token_states,
+    EmbeddingCache, EncoderView, ceat, contextual_word_vectors, projection_debias, random_init_encoder, seat,
+    static_weat, token_states,
 )
 from trustml.fairness.group import GroupReport, group_accuracy, group_metrics
 from trustml.fairness.wordsets import CONTEXT_FRAMES, SEAT_TEMPLATES, WEAT_TESTS, AssociationTest, WordSet
