@@ -167,18 +167,45 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_planted_attribute_task():
-    low, high = (planted_attribute_task(4000, degree=d, label_noise=0.0, seed=3) for d in (0.0, 1.0))
+    low, high = (planted_attribute_task(6000, degree=d, seed=3) for d in (0.0, 1.0))
     assert (low["text"] == high["text"]).all() and (low["gender"] == high["gender"]).all()
-    assert (low["label"] == low["skill"]).all()
-    assert (high["label"] == (high["gender"] == "male")).all()
+    # Degree 0: the hire probability ignores gender; degree 1: it adds b = 2 to the log-odds for men.
+    by_cell = low.groupby(["skill", "gender"])["hire_probability"].first()
+    assert by_cell[(1, "male")] == by_cell[(1, "female")] == pytest.approx(1 / (1 + np.exp(-1.5)))
+    high_cell = high.groupby(["skill", "gender"])["hire_probability"].first()
+    assert high_cell[(0, "male")] == pytest.approx(1 / (1 + np.exp(1.5 - 2.0)))
+    observed = low.groupby(["skill", "gender"])["label"].mean()
+    np.testing.assert_allclose(observed.to_numpy(), by_cell.to_numpy(), atol=0.04)
     explicit = low[low["explicit"]]
     assert explicit["text"].str.contains(r"\b(?:he|she)\b").all()
     assert not low[~low["explicit"]]["text"].str.contains(r"\b(?:he|she)\b").any()
-    assert 0.6 < low["explicit"].mean() < 0.8
-    # Nested: a row that follows gender at degree 0.3 follows it at 0.6 too.
-    mid, more = (planted_attribute_task(2000, degree=d, label_noise=0.0, seed=4) for d in (0.3, 0.6))
-    differs = lambda f: f["label"] != f["skill"]  # noqa: E731
-    assert (differs(mid) <= differs(more)).all()
-    for bad in [{"degree": 1.5}, {"explicit_rate": -0.1}, {"proxy_strength": 2}, {"label_noise": 0.5}, {"n": 0}]:
+    assert 0.65 < low["explicit"].mean() < 0.75
+    # Common random numbers: raising the degree only moves men to "hire" and women to "reject".
+    mid, more = (planted_attribute_task(3000, degree=d, seed=4) for d in (0.3, 0.6))
+    men = mid["gender"] == "male"
+    assert (more["label"][men] >= mid["label"][men]).all() and (more["label"][~men] <= mid["label"][~men]).all()
+    assert (more["label"] != mid["label"]).any()
+    for bad in [{"degree": 1.5}, {"explicit_rate": -0.1}, {"proxy_strength": 2}, {"attribute_log_odds": -1},
+                {"n": 0}]:
         with pytest.raises(ValueError, match=next(iter(bad))):
             planted_attribute_task(**bad)
+
+
+def test_audit_of_a_trained_classifier_sees_the_planted_dependence():
+    from trustml.data import WordTokenizer
+    from trustml.fairness.sensitivity import audit_text_classifier, fit_text_classifier
+
+    frames = {d: planted_attribute_task(1200, degree=d, seed=0) for d in (0.0, 1.0)}
+    tokenizer = WordTokenizer.fit(frames[0.0]["text"], max_length=16)
+    texts = frames[0.0]["text"].tolist()
+    psm = fit_text_classifier(texts[200:], (frames[0.0]["gender"] == "male")[200:], tokenizer=tokenizer, seed=0)
+    audits = {d: audit_text_classifier(fit_text_classifier(texts[200:], f["label"][200:], tokenizer=tokenizer, seed=0),
+                                       psm, tokenizer, texts[:200]) for d, f in frames.items()}
+    for metric in ("aps", "aps_logit", "aps_terms", "counterfactual_gap"):
+        assert audits[1.0].summary[metric] > 1.5 * audits[0.0].summary[metric], metric
+    examples = audits[1.0].examples
+    # Texts with no swap-list word have no counterfactual gap, however much the model relies on proxies.
+    assert (examples.loc[~examples["has_swap_term"], "counterfactual_gap"] == 0).all()
+    assert (examples.loc[~examples["has_swap_term"], "aps"] > 0).all()
+    with pytest.raises(ValueError, match="same length"):
+        fit_text_classifier(texts[:3], [0, 1], tokenizer=tokenizer)

@@ -220,6 +220,124 @@ def protected_token_mask(input_ids: torch.Tensor, tokenizer, words: Sequence[str
     return torch.isin(input_ids, torch.tensor(ids, dtype=input_ids.dtype))
 
 
+# ---- Auditing a text classifier: APS variants and the counterfactual gap on the same texts. ----
+
+def fit_text_classifier(texts: Sequence[str], labels: Sequence[int], *, tokenizer, num_classes: int = 2,
+                        epochs: int = 6, embed_dim: int = 32, hidden_dim: int = 32, init_scale: float = 0.1,
+                        seed: int = 0) -> nn.Module:
+    """An :class:`~trustml.models.EmbeddingClassifier` trained on ``texts`` (used as TC and as PSM).
+
+    ``init_scale`` shrinks the initial word embeddings (default N(0, 0.1²) instead of N(0, 1)): a word the
+    labels never reward then keeps a near-zero embedding and barely moves the prediction. With the
+    N(0, 1) default every irrelevant word's random embedding shifts the output a little, which gives
+    every sensitivity metric a seed-dependent floor.
+    """
+    from trustml.models import EmbeddingClassifier, train_classifier
+
+    if not init_scale > 0:
+        raise ValueError(f"init_scale must be > 0, got {init_scale}")
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if len(labels) != len(texts):
+        raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
+    torch.manual_seed(seed)
+    model = EmbeddingClassifier(tokenizer.vocab_size, num_classes, embed_dim=embed_dim, hidden_dim=hidden_dim)
+    with torch.no_grad():
+        model.embedding.weight.mul_(init_scale)
+    input_ids, _ = tokenizer.encode(list(texts))
+    train_classifier(model, torch.utils.data.TensorDataset(input_ids, labels), epochs=epochs, seed=seed)
+    return model
+
+
+def text_predictor(model: nn.Module, tokenizer) -> Callable[[list[str]], np.ndarray]:
+    """``texts -> (n, C)`` class probabilities of ``model`` (for :func:`counterfactual_gap`)."""
+    def predict_proba(texts: list[str]) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            probabilities = model(tokenizer.encode(list(texts))[0]).softmax(-1).numpy()
+        model.train(was_training)
+        return probabilities
+    return predict_proba
+
+
+@dataclasses.dataclass
+class SensitivityAudit:
+    """``summary``: one number per metric; ``examples``: one row per text with its per-example scores."""
+
+    summary: dict[str, float]
+    examples: pd.DataFrame
+
+
+def audit_text_classifier(task_model: nn.Module, protected_model: nn.Module, tokenizer, texts: Sequence[str], *,
+                          swapper=None) -> SensitivityAudit:
+    """Score ``task_model`` on ``texts`` with four metrics that should all grow with its dependence on gender:
+
+    * ``aps`` — APS with PSM-gradient w, uniform v, probabilities (the default);
+    * ``aps_logit`` — the same on logits (no saturation);
+    * ``aps_terms`` — w uniform on the swap list's words (no PSM: blind to proxies);
+    * ``counterfactual_gap`` — total-variation change of the prediction when the swap list's words are
+      swapped (:func:`trustml.fairness.counterfactual.counterfactual_gap`).
+    """
+    from trustml.fairness.counterfactual import GenderSwapper, counterfactual_gap
+
+    swapper = swapper or GenderSwapper()
+    texts = list(texts)
+    input_ids, _ = tokenizer.encode(texts)
+    terms = protected_token_mask(input_ids, tokenizer, sorted(swapper.words("male") | swapper.words("female")))
+    scores = {
+        "aps": prediction_sensitivity(task_model, input_ids, protected_model=protected_model),
+        "aps_logit": prediction_sensitivity(task_model, input_ids, protected_model=protected_model, output="logit"),
+        "aps_terms": prediction_sensitivity(task_model, input_ids, feature_weights="protected_terms",
+                                            protected_mask=terms),
+    }
+    gap = counterfactual_gap(text_predictor(task_model, tokenizer), texts, swapper=swapper)
+    examples = pd.DataFrame({"text": texts, **{name: r.per_example.numpy() for name, r in scores.items()},
+                             "counterfactual_gap": gap.frame["gap"].to_numpy(),
+                             "has_swap_term": gap.frame["swapped"].to_numpy(),
+                             "p_hire": scores["aps"].probabilities[:, 1].numpy()})
+    summary = {name: r.score for name, r in scores.items()} | {"counterfactual_gap": gap.score}
+    return SensitivityAudit(summary=summary, examples=examples)
+
+
+def sensitivity_vs_degree(degrees: Sequence[float], *, n: int = 3000, explicit_rate: float = 0.7,
+                          proxy_strength: float = 0.8, epochs: int = 6, test_fraction: float = 0.25, seed: int = 0,
+                          progress: bool = False) -> tuple[pd.DataFrame, dict[float, SensitivityAudit]]:
+    """The ground-truth experiment: for each degree, train a TC on :func:`planted_attribute_task` labels and
+    audit it on held-out texts (one PSM per seed, trained to predict gender on the same training texts).
+
+    Returns a long table (``degree``, ``metric``, ``value``, plus ``seed``, ``explicit_rate``,
+    ``psm_accuracy``, ``task_accuracy`` per row) and the audit of each degree (per-example scores).
+    """
+    from tqdm.auto import tqdm
+
+    from trustml.data import WordTokenizer
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    base = planted_attribute_task(n, degree=0.0, explicit_rate=explicit_rate, proxy_strength=proxy_strength, seed=seed)
+    n_test = max(1, int(test_fraction * n))
+    train_texts, test_texts = base["text"].iloc[n_test:].tolist(), base["text"].iloc[:n_test].tolist()
+    tokenizer = WordTokenizer.fit(train_texts, max_length=16)
+    is_male = (base["gender"] == "male").to_numpy().astype(int)
+    psm = fit_text_classifier(train_texts, is_male[n_test:], tokenizer=tokenizer, epochs=epochs, seed=seed)
+    psm_accuracy = float((text_predictor(psm, tokenizer)(test_texts).argmax(1) == is_male[:n_test]).mean())
+    rows, audits = [], {}
+    for degree in tqdm(list(degrees), desc=f"degrees (seed {seed})", disable=not progress):
+        frame = planted_attribute_task(n, degree=degree, explicit_rate=explicit_rate, proxy_strength=proxy_strength,
+                                       seed=seed)
+        labels = frame["label"].to_numpy()
+        task_model = fit_text_classifier(train_texts, labels[n_test:], tokenizer=tokenizer, epochs=epochs, seed=seed)
+        task_accuracy = float((text_predictor(task_model, tokenizer)(test_texts).argmax(1) == labels[:n_test]).mean())
+        audit = audit_text_classifier(task_model, psm, tokenizer, test_texts)
+        audit.examples["explicit"] = frame["explicit"].iloc[:n_test].to_numpy()
+        audit.examples["hobby_kind"] = frame["hobby_kind"].iloc[:n_test].to_numpy()
+        audits[degree] = audit
+        rows += [{"seed": seed, "explicit_rate": explicit_rate, "degree": degree, "metric": metric, "value": value,
+                  "psm_accuracy": psm_accuracy, "task_accuracy": task_accuracy}
+                 for metric, value in audit.summary.items()]
+    return pd.DataFrame(rows), audits
+
+
 # ---- A task with ground truth: the label depends on the protected attribute to a chosen degree. ----
 
 SKILLED = ("skilled", "experienced", "reliable", "careful", "talented", "qualified", "organised", "capable")
@@ -233,26 +351,33 @@ NEUTRAL_HOBBIES = ("chess", "hiking", "reading", "cooking", "running")
 
 
 def planted_attribute_task(n: int = 3000, *, degree: float = 0.5, explicit_rate: float = 0.7,
-                           proxy_strength: float = 0.8, label_noise: float = 0.1, seed: int = 0) -> pd.DataFrame:
+                           proxy_strength: float = 0.8, skill_log_odds: float = 1.5, attribute_log_odds: float = 2.0,
+                           seed: int = 0) -> pd.DataFrame:
     """Synthetic hiring-style texts whose label depends on gender to a controlled ``degree`` in [0, 1].
 
     Each text describes a candidate: a skill word (the legitimate signal), a role, and a hobby. With
     probability ``explicit_rate`` the text names the candidate and uses a pronoun (terms on the swap
     list, ``"mary is a skilled engineer . she enjoys yoga ."``); otherwise it is anonymous
     (``"the candidate is a skilled engineer . enjoys yoga ."``). The hobby is a gender **proxy**: with
-    probability ``proxy_strength`` it comes from the gender's list, else from the other gender's list, and
-    a quarter of the texts have a neutral hobby. Label ("hire" = 1):
+    probability ``proxy_strength`` it comes from the gender's list, else from the other gender's list; a
+    quarter of the texts have a neutral hobby. The label ("hire" = 1) follows a logistic model whose
+    gender coefficient is the degree:
 
-        y = [gender is male]  with probability ``degree``,  else  y = skill;  then flipped w.p. ``label_noise``.
+        P(y = 1 | skill s, gender) = σ(a·(2s − 1) + degree · b · (2·[male] − 1)),
 
-    Common random numbers: texts, genders and the draws deciding each row do not depend on ``degree``,
-    so rows that follow gender at degree d also follow it at every larger degree.
+    a = ``skill_log_odds``, b = ``attribute_log_odds``. Degree 0: the label ignores gender; degree 1:
+    being male adds b to the log-odds of being hired (the ground truth an audit should find). The
+    log-odds stay bounded, so the Bayes-optimal classifier never becomes certain.
+
+    Common random numbers: texts, genders and the uniform draw u deciding y = [u < P] do not depend on
+    ``degree``, so raising the degree only moves male rows to "hire" and female rows to "reject".
     """
     for name, value in {"degree": degree, "explicit_rate": explicit_rate, "proxy_strength": proxy_strength}.items():
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
-    if not 0.0 <= label_noise < 0.5:
-        raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}")
+    for name, value in {"skill_log_odds": skill_log_odds, "attribute_log_odds": attribute_log_odds}.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     from trustml.fairness.gender_pairs import NAMES_EN
@@ -261,11 +386,12 @@ def planted_attribute_task(n: int = 3000, *, degree: float = 0.5, explicit_rate:
     male = rng.random(n) < 0.5
     skill = rng.random(n) < 0.5
     explicit = rng.random(n) < explicit_rate
-    follows_gender = rng.random(n) < degree  # the only draw compared with `degree`
-    flipped = rng.random(n) < label_noise
+    u = rng.random(n)
     proxy_matches = rng.random(n) < proxy_strength
     neutral_hobby = rng.random(n) < 0.25
     picks = rng.integers(0, 1 << 30, size=(n, 4))
+    log_odds = skill_log_odds * (2 * skill - 1) + degree * attribute_log_odds * (2 * male - 1)
+    hire_probability = 1 / (1 + np.exp(-log_odds))
     rows = []
     for i in range(n):
         gender = "male" if male[i] else "female"
@@ -274,17 +400,19 @@ def planted_attribute_task(n: int = 3000, *, degree: float = 0.5, explicit_rate:
         hobby = hobby_list[picks[i, 0] % len(hobby_list)]
         adjective = (SKILLED if skill[i] else UNSKILLED)[picks[i, 1] % len(SKILLED)]
         role = ROLES[picks[i, 2] % len(ROLES)]
+        article = "an" if adjective[0] in "aeiou" else "a"
         if explicit[i]:
             name = NAMES_EN[picks[i, 3] % len(NAMES_EN)][0 if male[i] else 1]
-            text = f"{name} is a {adjective} {role} . {'he' if male[i] else 'she'} enjoys {hobby} ."
+            text = f"{name} is {article} {adjective} {role} . {'he' if male[i] else 'she'} enjoys {hobby} ."
         else:
-            text = f"the candidate is a {adjective} {role} . enjoys {hobby} ."
-        label = int(male[i]) if follows_gender[i] else int(skill[i])
-        rows.append({"text": text, "label": label ^ int(flipped[i]), "gender": gender, "skill": int(skill[i]),
-                     "explicit": bool(explicit[i]), "hobby_kind": "neutral" if neutral_hobby[i] else
-                     ("matching" if proxy_matches[i] else "opposite")})
+            text = f"the candidate is {article} {adjective} {role} . enjoys {hobby} ."
+        rows.append({"text": text, "label": int(u[i] < hire_probability[i]), "gender": gender,
+                     "skill": int(skill[i]), "hire_probability": float(hire_probability[i]),
+                     "explicit": bool(explicit[i]),
+                     "hobby_kind": "neutral" if neutral_hobby[i] else ("matching" if proxy_matches[i] else "opposite")})
     return pd.DataFrame(rows)
 
 
-__all__ = ["CLASS_WEIGHTS", "FEATURES", "FEATURE_WEIGHTS", "OUTPUTS", "SensitivityResult", "feature_jacobian",
-           "planted_attribute_task", "prediction_sensitivity", "protected_token_mask"]
+__all__ = ["CLASS_WEIGHTS", "FEATURES", "FEATURE_WEIGHTS", "OUTPUTS", "SensitivityAudit", "SensitivityResult",
+           "audit_text_classifier", "feature_jacobian", "fit_text_classifier", "planted_attribute_task",
+           "prediction_sensitivity", "protected_token_mask", "sensitivity_vs_degree", "text_predictor"]
