@@ -287,3 +287,47 @@ def test_scalar_loss_is_refused():
     engine = ClippingEngine(model, max_grad_norm=1.0)
     with pytest.raises(ValueError, match="per-example losses"):
         engine.clipped_sum(model(torch.randn(4, 3)).mean())
+
+
+# ------------------------------------------------------------------ internals that must stay exact
+def test_an_output_changed_in_place_later_still_gets_its_own_gradient():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = nn.Linear(4, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.second(torch.tanh_(self.first(x)))  # overwrites the first layer's output
+
+    torch.manual_seed(0)
+    check_against_loop(InPlace(), regression_loss, float_batch(10, (4,), 2))
+
+
+def test_position_ids_shared_by_all_rows():
+    class Positions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.position, self.head = nn.Embedding(6, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            ids = torch.arange(x.shape[1]).expand(x.shape[0], x.shape[1])  # stride 0 over the batch
+            return self.head(torch.tanh(self.position(ids) + x)).mean(1)
+
+    from trustml.privacy.rules import _shared_distinct_ids
+    assert _shared_distinct_ids(torch.arange(6).expand(4, 6))
+    assert not _shared_distinct_ids(torch.tensor([[1, 2], [1, 2]]))  # equal rows, but not a stride-0 view
+    torch.manual_seed(0)
+    check_against_loop(Positions(), regression_loss, float_batch(10, (6, 3), 2))
+
+
+def test_nonzero_span_with_and_without_a_hint():
+    from trustml.privacy.engine import nonzero_span
+
+    G = torch.zeros(3, 8, 2, dtype=torch.float64)
+    G[1, 2] = 1.0
+    G[0, 5, 1] = -1e-30  # tiny but non-zero (float64 resolves it)
+    assert nonzero_span(G) == (2, 6)
+    assert nonzero_span(G, hint=(1, 7)) == (1, 7)  # zero outside the hint: the hint is kept
+    assert nonzero_span(G, hint=(2, 4)) == (2, 6)  # non-zero outside: searched again
+    assert nonzero_span(G.transpose(1, 2).contiguous().transpose(1, 2)) == (2, 6)  # non-contiguous last dim
+    assert nonzero_span(torch.zeros(2, 4, 3)) == (0, 0)

@@ -23,8 +23,9 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
 
-from trustml.privacy.rules import LayerRule, rule_for, supported_layers
+from trustml.privacy.rules import LayerRule, Step, rule_for, supported_layers
 from trustml.privacy.validation import check_positive
 
 MODES = ("per_example", "micro_batch")
@@ -43,7 +44,7 @@ class _Layer:
     module: nn.Module
     rule: LayerRule
     params: dict[str, nn.Parameter]
-    records: list = dataclasses.field(default_factory=list)  # (prepared input, output, output version)
+    records: list = dataclasses.field(default_factory=list)  # (prepared input, gradient edge of the output)
 
 
 @dataclasses.dataclass
@@ -53,7 +54,37 @@ class ClipStats:
     batch_size: int
     n_units: int  # examples (per_example) or non-empty micro-batches
     norms: torch.Tensor  # (n_units,) unclipped gradient norm of each unit
-    clipped_fraction: float  # share of units whose norm exceeded their bound
+    max_grad_norm: float
+
+    @property
+    def clipped_fraction(self) -> float:
+        """Share of units whose gradient norm exceeded C (computed on demand: it costs a device sync)."""
+        return float((self.norms > self.max_grad_norm).float().mean()) if self.n_units else float("nan")
+
+
+def _token_mass(G: torch.Tensor) -> torch.Tensor:
+    """(T,) non-negative, zero exactly where every example's gradient at that token is zero.
+
+    Per-token 2-norms are one fused reduction when G's last dimension is contiguous (a token counts as
+    zero only if its squares underflow, every entry below ~1e-19 in float32: nothing a norm resolves).
+    """
+    per_token = torch.linalg.vector_norm(G, 2, dim=2) if G.stride(2) == 1 else G.abs().sum(2)
+    return per_token.sum(0)
+
+
+def nonzero_span(G: torch.Tensor, hint: tuple[int, int] | None = None) -> tuple[int, int]:
+    """[first, last) token positions of ``G`` (B, T, p) holding a non-zero gradient in some example.
+
+    ``hint``: a span found for another layer; if G is zero outside it (reading only that part of G),
+    it is kept — a wider span than needed is still exact, only less trimmed.
+    """
+    T = G.shape[1]
+    if hint is not None and hint != (0, T):
+        outside = [G[:, :hint[0]], G[:, hint[1]:]]
+        if not any(bool(_token_mass(part).any()) for part in outside if part.shape[1]):
+            return hint
+    nonzero = torch.nonzero(_token_mass(G)).flatten()
+    return (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
 
 
 def layer_bounds(names: list[str], max_grad_norm: float, layer_max_grad_norms: Mapping[str, float] | None
@@ -138,7 +169,9 @@ class ClippingEngine:
     def _capture(self, layer: _Layer):
         def hook(module, inputs, output):
             if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad:
-                layer.records.append((layer.rule.prepare(module, inputs[0]), output, output._version))
+                # The output's gradient edge, not the output: the tensor's memory can be freed, and the
+                # edge still receives the gradient of this value if the output is later changed in place.
+                layer.records.append((layer.rule.prepare(module, inputs[0]), get_gradient_edge(output)))
         return hook
 
     def remove(self) -> None:
@@ -179,13 +212,9 @@ class ClippingEngine:
             for layer in self.layers:
                 for p in layer.params.values():
                     p.grad = torch.zeros_like(p)
-            return ClipStats(0, 0, losses.new_zeros(0), float("nan"))
+            return ClipStats(0, 0, losses.new_zeros(0), self.max_grad_norm)
         active = [layer for layer in self.layers if layer.records]
-        outputs = [out for layer in active for _, out, _ in layer.records]
-        for layer in active:
-            if any(out._version != version for _, out, version in layer.records):
-                raise RuntimeError(f"the output of layer {layer.name!r} was modified in place after the forward pass; "
-                                   "the engine needs it unchanged (avoid in-place ops such as relu_ on layer outputs)")
+        outputs = [edge for layer in active for _, edge in layer.records]
         if not outputs:
             self.clear()
             raise RuntimeError("no forward pass of the model was recorded before clipped_sum() (run the model in "
@@ -195,20 +224,19 @@ class ClippingEngine:
                                         retain_graph=bool(self.ghost_layers))
             data = self._collect(active, grads, B)
             unit_of, unit_size, n_units = self._units(B, groups, losses.device)
-            factors, norms = self._factors(data, unit_of, unit_size, n_units)
-            self._write_grads(data, factors, losses)
+            step = Step(grouped=unit_of is not None)
+            factors, norms = self._factors(data, unit_of, unit_size, n_units, step)
+            self._write_grads(data, factors, losses, step)
         finally:
             self.clear()
-        bound = self.max_grad_norm
-        clipped = float((norms > bound).float().mean()) if n_units and self.clipping == "flat" else float("nan")
-        return ClipStats(B, n_units, norms, clipped)
+        return ClipStats(B, n_units, norms, self.max_grad_norm)
 
     def _collect(self, active: list[_Layer], grads, B: int) -> list[tuple[_Layer, torch.Tensor, torch.Tensor]]:
         """(layer, A, G) with the calls of a layer concatenated along the token axis."""
-        data, position = [], 0
+        data, position, spans = [], 0, {}  # spans: token count T -> the last span found for it
         for layer in active:
             As, Gs = [], []
-            for A, _, _ in layer.records:
+            for A, _ in layer.records:
                 G = grads[position]
                 position += 1
                 if G is None:  # this call did not contribute to the loss
@@ -221,12 +249,21 @@ class ClippingEngine:
             if not As:
                 continue
             A, G = (torch.cat(As, 1), torch.cat(Gs, 1)) if len(As) > 1 else (As[0], Gs[0])
+            G = G.detach()
             if self.trim_zero_tokens and G.shape[1] > 1:
-                # Tokens with zero output gradient in every example (padding) add nothing to any formula.
-                keep = G.detach().ne(0).any(-1).any(0)
-                if not bool(keep.all()):
-                    A, G = A[:, keep], G[:, keep]
-            data.append((layer, A, G.detach()))
+                # Tokens that contribute nothing to any formula (padding) are dropped: the rule may know
+                # the span from its input (e.g. embedding ids), else keep the positions with a non-zero
+                # output gradient. Norms and sums then skip the same tokens, so every example's clipped
+                # contribution still has norm <= C.
+                span = layer.rule.span(layer.module, A) if layer.rule.span is not None else None
+                if span is None:
+                    span = nonzero_span(G, hint=spans.get(G.shape[1]))
+                spans[G.shape[1]] = span
+                if span != (0, G.shape[1]):
+                    A, G = A[:, span[0]:span[1]], G[:, span[0]:span[1]]
+            if layer.rule.finish is not None:
+                A = layer.rule.finish(layer.module, A)
+            data.append((layer, A, G))
         return data
 
     def _units(self, B: int, groups: torch.Tensor | None, device):
@@ -261,13 +298,13 @@ class ClippingEngine:
         out[unit_of, slot] = x
         return out.reshape(n_units, M * x.shape[1], *x.shape[2:])
 
-    def _factors(self, data, unit_of, unit_size, n_units: int):
+    def _factors(self, data, unit_of, unit_size, n_units: int, step: Step):
         """Per-example coefficients c (one per layer for per_layer clipping) and the unit norms."""
         norms_sq = {}
         for layer, A, G in data:
             if unit_of is not None:
                 A, G = (self._group(t, unit_of, unit_size, n_units) for t in (A, G))
-            per_param = layer.rule.norms_sq(layer.module, A, G)
+            per_param = layer.rule.norms_sq(layer.module, A, G, step, step.state(layer.name))
             norms_sq[layer.name] = sum(per_param.values())
         if self.mode == "micro_batch":  # the micro-batch *mean*: divide the sum's norm by the size
             scale = unit_size.to(next(iter(norms_sq.values())).dtype)
@@ -283,7 +320,7 @@ class ClippingEngine:
             factors = {name: (f / unit_size.to(f.dtype))[unit_of] for name, f in factors.items()}
         return factors, total.detach()
 
-    def _write_grads(self, data, factors, losses: torch.Tensor) -> None:
+    def _write_grads(self, data, factors, losses: torch.Tensor, step: Step) -> None:
         seen = set()
         ghost = {layer.name for layer in self.ghost_layers}
         for layer, A, G in data:
@@ -291,7 +328,7 @@ class ClippingEngine:
             if layer.name in ghost:
                 continue
             c = factors[layer.name].to(G.dtype)
-            for name, grad in layer.rule.clipped_sum(layer.module, A, G, c).items():
+            for name, grad in layer.rule.clipped_sum(layer.module, A, G, c, step, step.state(layer.name)).items():
                 layer.params[name].grad = grad.to(layer.params[name].dtype)
         ghost_params = [p for layer in self.ghost_layers if layer.name in seen for p in layer.params.values()]
         if ghost_params:

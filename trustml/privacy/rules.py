@@ -5,10 +5,10 @@ backward pass that computes only activation gradients, the gradient ``G`` of the
 loss with respect to the layer's output. Every supported layer's per-example weight gradient is a sum
 over the tokens ``t`` of example ``i`` of something built from ``A_i`` and ``G_i``; each rule gives
 
-- ``norms_sq(module, A, G)``: ``{parameter name: (B,) tensor}`` of squared per-example gradient norms,
+- ``norms_sq(module, A, G, ...)``: ``{parameter name: (B,) tensor}`` of squared per-example gradient norms,
   computed *without* materialising per-example gradients where that is cheaper ("ghost norms",
   Goodfellow 2015; Li et al. 2022, "Large language models can be strong differentially private learners");
-- ``clipped_sum(module, A, G, c)``: ``{parameter name: tensor}`` = ``Σ_i c_i ∇_θ ℓ_i``, the clipped
+- ``clipped_sum(module, A, G, c, ...)``: ``{parameter name: tensor}`` = ``Σ_i c_i ∇_θ ℓ_i``, the clipped
   gradient sum from the stored ``A`` and ``G`` at the cost of one ordinary weight gradient
   ("book-keeping", Bu et al. 2023, "Differentially private optimization on large model at small cost").
   A rule without it (``clipped_sum = None``) is served by ghost clipping: a second backward on ``Σ_i c_i ℓ_i``.
@@ -28,14 +28,52 @@ from torch import nn
 Tensors = dict[str, torch.Tensor]
 
 
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """Per-example Gram matrix X_i X_iᵀ over tokens: (B, T, k) -> (B, T, T)."""
+    return torch.bmm(x, x.transpose(1, 2))
+
+
+class Step:
+    """Scratch space of one engine step, handed to every rule call.
+
+    ``gram`` is memoised by storage, shape and strides: layers that share an input (the query, key and
+    value projections read the same normalised activations) or an output gradient pay for its Gram
+    matrix once. ``state(name)`` is a per-layer dict that ``norms_sq`` may fill for ``clipped_sum``;
+    ``grouped`` is True when norms are computed on micro-batches (then the two calls see different rows).
+    """
+
+    def __init__(self, *, grouped: bool = False):
+        self.grouped = grouped
+        self._grams: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._states: dict[str, dict] = {}
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype)
+        if key not in self._grams:  # keep x alive: its memory must not be reused by another key
+            self._grams[key] = (x, gram(x))
+        return self._grams[key][1]
+
+    def state(self, name: str) -> dict:
+        return self._states.setdefault(name, {})
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerRule:
-    """How the engine handles one layer type (see the module docstring for the two functions)."""
+    """How the engine handles one layer type (see the module docstring).
 
-    prepare: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # raw layer input -> (B, T, ·) activation
-    norms_sq: Callable[[nn.Module, torch.Tensor, torch.Tensor], Tensors]
-    clipped_sum: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], Tensors] | None = None
-    check: Callable[[nn.Module], None] | None = None  # raises for configurations the rule cannot handle
+    ``norms_sq(module, A, G, step, state)`` and ``clipped_sum(module, A, G, c, step, state)``; ``state`` is
+    the layer's dict of this step. Optional: ``check(module)`` raises for configurations the rule cannot
+    handle; ``finish(module, A)`` turns the stored input into what the two functions read and runs once
+    per step after padding tokens are dropped (so its work is done on real tokens only); ``span(module, A)``
+    gives the token range that can contribute (else the engine finds it from ``G``).
+    """
+
+    prepare: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # raw layer input -> (B, T, ·), in the hook
+    norms_sq: Callable[..., Tensors]
+    clipped_sum: Callable[..., Tensors] | None = None
+    check: Callable[[nn.Module], None] | None = None
+    finish: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    span: Callable[[nn.Module, torch.Tensor], tuple[int, int] | None] | None = None
 
 
 RULES: dict[type[nn.Module], LayerRule] = {}
@@ -70,7 +108,7 @@ def _tokens(shape) -> int:
 
 
 # ---------------------------------------------------------------- Linear
-def linear_weight_norms_sq(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+def linear_weight_norms_sq(A: torch.Tensor, G: torch.Tensor, gram: Callable = gram) -> torch.Tensor:
     """‖∇W_i‖² for W of a Linear layer, ∇W_i = G_iᵀA_i (A_i: T×d, G_i: T×p).
 
     Two exact formulas; the cheaper one is used (Li et al. 2022, §4):
@@ -82,27 +120,33 @@ def linear_weight_norms_sq(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     if T == 1:
         return A.square().sum((1, 2)) * G.square().sum((1, 2))
     if T * (d + p) <= d * p:
-        return (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(G, G.transpose(1, 2))).sum((1, 2))
+        return (gram(A) * gram(G)).sum((1, 2))
     return torch.bmm(G.transpose(1, 2), A).square().sum((1, 2))
 
 
-def _linear_norms_sq(module: nn.Linear, A: torch.Tensor, G: torch.Tensor) -> Tensors:
+def _linear_norms_sq(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, step: Step, state: dict) -> Tensors:
     norms = {}
     if module.weight.requires_grad:
-        norms["weight"] = linear_weight_norms_sq(A, G)
+        norms["weight"] = linear_weight_norms_sq(A, G, step.gram)
     if module.bias is not None and module.bias.requires_grad:
-        norms["bias"] = G.sum(1).square().sum(1)  # ∇b_i = Σ_t g_it
+        bias_grads = G.sum(1)  # ∇b_i = Σ_t g_it
+        norms["bias"] = bias_grads.square().sum(1)
+        if not step.grouped:
+            state["bias"] = bias_grads
     return norms
 
 
-def _linear_clipped_sum(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, c: torch.Tensor) -> Tensors:
-    # Σ_i c_i G_iᵀA_i = (c·G)ᵀA over all B·T rows: one weight gradient's cost.
-    cG = G * c.view(-1, 1, 1)
+def _linear_clipped_sum(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, c: torch.Tensor, step: Step,
+                        state: dict) -> Tensors:
+    # Σ_i c_i G_iᵀA_i = (c·G)ᵀA = Gᵀ(c·A) over all B·T rows: one weight gradient's cost
+    # (c scales whichever side is narrower).
     sums = {}
     if module.weight.requires_grad:
-        sums["weight"] = cG.reshape(-1, cG.shape[-1]).T @ A.reshape(-1, A.shape[-1])
+        p, d = G.shape[-1], A.shape[-1]
+        left, right = (G * c.view(-1, 1, 1), A) if p <= d else (G, A * c.view(-1, 1, 1))
+        sums["weight"] = left.reshape(-1, p).T @ right.reshape(-1, d)
     if module.bias is not None and module.bias.requires_grad:
-        sums["bias"] = cG.sum((0, 1))
+        sums["bias"] = c @ (state["bias"] if "bias" in state else G.sum(1))
     return sums
 
 
@@ -129,7 +173,20 @@ def _embedding_ids(module: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     return ids
 
 
-def embedding_norms_sq(ids: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+def _embedding_span(module: nn.Embedding, ids: torch.Tensor) -> tuple[int, int] | None:
+    if module.padding_idx is None:
+        return None
+    present = torch.nonzero((ids >= 0).any(0)).flatten()  # positions holding a real token in some row
+    return (int(present[0]), int(present[-1]) + 1) if len(present) else (0, 0)
+
+
+def _shared_distinct_ids(ids: torch.Tensor) -> bool:
+    """Every row holds the same ids, all different (position ids ``arange(T).expand(B, T)``)."""
+    return ids.shape[0] > 0 and ids.stride(0) == 0 and bool((ids[0] >= 0).all()) and \
+        len(torch.unique(ids[0])) == ids.shape[1]
+
+
+def embedding_norms_sq(ids: torch.Tensor, G: torch.Tensor, gram: Callable = gram) -> torch.Tensor:
     """‖∇E_i‖² = Σ_{t,s} [id_t = id_s ≠ pad] ⟨g_t, g_s⟩ — never a (vocab × d) tensor per example.
 
     Row v of ∇E_i is Σ_{t: id_t = v} g_t, so ‖∇E_i‖² sums ⟨g_t, g_s⟩ over token pairs with equal ids.
@@ -140,7 +197,7 @@ def embedding_norms_sq(ids: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     valid = ids >= 0
     if T <= 64:
         same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & valid.unsqueeze(2)
-        return (torch.bmm(G, G.transpose(1, 2)) * same).sum((1, 2))
+        return torch.einsum("bij,bij->b", gram(G), same.to(G.dtype))
     keys = ids + (torch.arange(B, device=ids.device) * (int(ids.max()) + 2)).unsqueeze(1)
     keys = keys[valid]
     unique, inverse = torch.unique(keys, return_inverse=True)
@@ -150,31 +207,43 @@ def embedding_norms_sq(ids: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.zeros(B, dtype=G.dtype, device=G.device).index_add_(0, example_of_row, rows.square().sum(1))
 
 
-def _embedding_norms_sq(module: nn.Embedding, ids: torch.Tensor, G: torch.Tensor) -> Tensors:
-    return {"weight": embedding_norms_sq(ids, G)} if module.weight.requires_grad else {}
-
-
-def _embedding_clipped_sum(module: nn.Embedding, ids: torch.Tensor, G: torch.Tensor, c: torch.Tensor) -> Tensors:
+def _embedding_norms_sq(module: nn.Embedding, ids: torch.Tensor, G: torch.Tensor, step: Step, state: dict) -> Tensors:
     if not module.weight.requires_grad:
         return {}
-    valid = ids >= 0
-    weighted = (G * c.view(-1, 1, 1))[valid]  # sparse-friendly: only the rows that occur are touched
-    grad = torch.zeros_like(module.weight).index_add_(0, ids[valid], weighted.to(module.weight.dtype))
-    return {"weight": grad}
+    if _shared_distinct_ids(ids):  # each row of ∇E_i is one g_t: no pairs to match
+        return {"weight": G.square().sum((1, 2))}
+    return {"weight": embedding_norms_sq(ids, G, step.gram)}
+
+
+def _embedding_clipped_sum(module: nn.Embedding, ids: torch.Tensor, G: torch.Tensor, c: torch.Tensor, step: Step,
+                           state: dict) -> Tensors:
+    if not module.weight.requires_grad:
+        return {}
+    if _shared_distinct_ids(ids):  # same ids in every row: weight the batch first, then T row updates
+        rows, index = (c @ G.reshape(G.shape[0], -1)).view(G.shape[1:]), ids[0]
+    else:
+        # index_add touches only the rows that occur (never a per-example vocab × d tensor); excluded
+        # positions get weight 0 and a harmless row index.
+        weights = (c.view(-1, 1) * (ids >= 0)).unsqueeze(-1).to(G.dtype)
+        rows, index = (G * weights).reshape(-1, G.shape[-1]), ids.clamp(min=0).reshape(-1)
+    return {"weight": torch.zeros_like(module.weight).index_add_(0, index, rows.to(module.weight.dtype))}
 
 
 register_rule(nn.Embedding, LayerRule(
     prepare=_embedding_ids, norms_sq=_embedding_norms_sq, clipped_sum=_embedding_clipped_sum, check=_embedding_check,
+    span=_embedding_span,
 ))
 
 
 # ---------------------------------------------------------------- LayerNorm
 def _layer_norm_prepare(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    # Store x̂ = (x − μ)/√(σ² + eps); the affine weight's per-example gradient is Σ_t g_t ⊙ x̂_t.
-    with torch.no_grad():
-        normalized = nn.functional.layer_norm(x, module.normalized_shape, None, None, module.eps)
     n = _tokens(module.normalized_shape)
-    return normalized.reshape(x.shape[0], _tokens(x.shape[1:]) // n, n)
+    return x.detach().reshape(x.shape[0], _tokens(x.shape[1:]) // n, n)
+
+
+def _layer_norm_finish(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    # x̂ = (x − μ)/√(σ² + eps) per token; the affine weight's per-example gradient is Σ_t g_t ⊙ x̂_t.
+    return nn.functional.layer_norm(x, x.shape[-1:], None, None, module.eps)
 
 
 def _layer_norm_per_example(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tensor) -> Tensors:
@@ -187,19 +256,26 @@ def _layer_norm_per_example(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.T
     return grads
 
 
-def _layer_norm_norms_sq(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tensor) -> Tensors:
-    # The per-example gradients are only (B, d): computing them directly is the cheap way.
-    return {name: g.square().sum(1) for name, g in _layer_norm_per_example(module, xhat, G).items()}
+def _layer_norm_norms_sq(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tensor, step: Step,
+                         state: dict) -> Tensors:
+    # The per-example gradients are only (B, n): computing them directly is the cheap way, and the
+    # book-keeping sum reuses them.
+    grads = _layer_norm_per_example(module, xhat, G)
+    if not step.grouped:
+        state["per_example"] = grads
+    return {name: g.square().sum(1) for name, g in grads.items()}
 
 
-def _layer_norm_clipped_sum(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tensor, c: torch.Tensor) -> Tensors:
+def _layer_norm_clipped_sum(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tensor, c: torch.Tensor, step: Step,
+                            state: dict) -> Tensors:
+    grads = state.get("per_example") or _layer_norm_per_example(module, xhat, G)
     shapes = {"weight": module.weight, "bias": module.bias}
-    return {name: (c.view(-1, 1) * g).sum(0).reshape(shapes[name].shape)
-            for name, g in _layer_norm_per_example(module, xhat, G).items()}
+    return {name: (c @ g).reshape(shapes[name].shape) for name, g in grads.items()}
 
 
 register_rule(nn.LayerNorm, LayerRule(
     prepare=_layer_norm_prepare, norms_sq=_layer_norm_norms_sq, clipped_sum=_layer_norm_clipped_sum,
+    finish=_layer_norm_finish,
 ))
 
 
