@@ -108,3 +108,16 @@ def test_large_delta_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         get_epsilon(noise_multiplier=1.0, sample_rate=0.1, steps=10, delta=1e-5, dataset_size=1000)
+
+
+def test_epsilon_curve_matches_get_epsilon_at_each_mark():
+    from trustml.privacy import epsilon_curve
+
+    curve = epsilon_curve(noise_multiplier=1.0, sample_rate=0.05, steps=40, delta=1e-5, points=4)
+    assert list(curve["step"].unique()) == [10, 20, 30, 40] and set(curve["accountant"]) == {"rdp", "prv"}
+    row = curve[(curve.step == 30) & (curve.accountant == "prv")].iloc[0]
+    assert row.epsilon == pytest.approx(get_epsilon(noise_multiplier=1.0, sample_rate=0.05, steps=30, delta=1e-5,
+                                                    accountant="prv"))
+    assert row.epoch == pytest.approx(1.5)
+    rdp = curve[curve.accountant == "rdp"]["epsilon"].to_numpy()
+    assert np.all(np.diff(rdp) > 0)

@@ -6,17 +6,23 @@
 """
 
 from trustml.privacy.accounting import (
-    ACCOUNTANTS, epsilon_of_history, get_epsilon, get_noise_multiplier, noise_schedule, steps_per_epoch,
+    ACCOUNTANTS, epsilon_curve, epsilon_of_history, get_epsilon, get_noise_multiplier, noise_schedule, steps_per_epoch,
 )
 from trustml.privacy.dpsgd import DPSGD, SENSITIVITY, PoissonSamplingRequired, PrivateTraining, train_private
 from trustml.privacy.engine import ClippingEngine, ClipStats, UnsupportedLayerError, layer_bounds
+from trustml.privacy.mechanisms import (
+    classic_gaussian_noise_multiplier, gaussian_delta, gaussian_epsilon, gaussian_mechanism, max_advantage,
+    privacy_loss, tpr_bound,
+)
 from trustml.privacy.reference import naive_clipped_sum, per_example_gradient_memory
 from trustml.privacy.rules import RULES, LayerRule, register_rule, supported_layers
 from trustml.privacy.sampling import PoissonBatches
 
 __all__ = [
     "ACCOUNTANTS", "DPSGD", "RULES", "SENSITIVITY", "ClipStats", "ClippingEngine", "LayerRule", "PoissonBatches",
-    "PoissonSamplingRequired", "PrivateTraining", "UnsupportedLayerError", "epsilon_of_history", "get_epsilon",
-    "get_noise_multiplier", "layer_bounds", "naive_clipped_sum", "noise_schedule", "per_example_gradient_memory",
-    "register_rule", "steps_per_epoch", "supported_layers", "train_private",
+    "PoissonSamplingRequired", "PrivateTraining", "UnsupportedLayerError", "classic_gaussian_noise_multiplier",
+    "epsilon_curve", "epsilon_of_history", "gaussian_delta", "gaussian_epsilon", "gaussian_mechanism",
+    "get_epsilon", "get_noise_multiplier", "layer_bounds", "max_advantage", "naive_clipped_sum", "noise_schedule",
+    "per_example_gradient_memory", "privacy_loss", "register_rule", "steps_per_epoch", "supported_layers",
+    "tpr_bound", "train_private",
 ]

@@ -14,9 +14,11 @@ values are grouped into the accountant's ``(σ, q, steps)`` history.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier as _opacus_noise_multiplier
 
@@ -72,7 +74,8 @@ def epsilon_of_history(entries: Sequence[tuple[float, float, int]], *, delta: fl
         return 0.0
     acc = create_accountant(mechanism=accountant)
     acc.history = [(float(s), float(q), int(n)) for s, q, n in entries]
-    return float(acc.get_epsilon(delta=delta))
+    with np.errstate(divide="ignore"):  # Opacus' PRV takes log(1 − q) = log 0 at q = 1 (harmless there)
+        return float(acc.get_epsilon(delta=delta))
 
 
 def get_epsilon(*, noise_multiplier: float | Sequence[float], sample_rate: float, steps: int | None = None,
@@ -109,6 +112,13 @@ def get_noise_multiplier(*, target_epsilon: float, sample_rate: float, delta: fl
     check_positive("noise_decay", noise_decay)
     check_positive("epsilon_tolerance", epsilon_tolerance)
     steps = _resolve_steps(sample_rate, steps, epochs)
+    return _search_noise_multiplier(float(target_epsilon), float(sample_rate), float(delta), steps, accountant,
+                                    float(noise_decay), float(epsilon_tolerance))
+
+
+@functools.lru_cache(maxsize=256)  # a pure function of its arguments; interactive re-training asks again
+def _search_noise_multiplier(target_epsilon: float, sample_rate: float, delta: float, steps: int, accountant: str,
+                             noise_decay: float, epsilon_tolerance: float) -> float:
     if noise_decay == 1.0:
         try:
             return float(_opacus_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
@@ -139,5 +149,26 @@ def get_noise_multiplier(*, target_epsilon: float, sample_rate: float, delta: fl
     return high
 
 
-__all__ = ["ACCOUNTANTS", "epsilon_of_history", "get_epsilon", "get_noise_multiplier", "history", "noise_schedule",
+def epsilon_curve(*, noise_multiplier: float | Sequence[float], sample_rate: float, delta: float,
+                  steps: int | None = None, accountants: Sequence[str] = ACCOUNTANTS, points: int = 10):
+    """ε spent after ``points`` evenly spaced step counts up to ``steps``, for each accountant.
+
+    Returns a long table with columns ``step``, ``epoch`` (= step · q), ``accountant``, ``epsilon``.
+    """
+    import pandas as pd
+
+    schedule = history(noise_multiplier, sample_rate, steps)
+    per_step = [sigma for sigma, _, n in schedule for _ in range(n)]
+    total = len(per_step)
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise ValueError(f"points must be an integer >= 1, got {points!r}")
+    marks = sorted({max(1, round(total * k / points)) for k in range(1, points + 1)})
+    rows = [{"step": t, "epoch": t * sample_rate, "accountant": name,
+             "epsilon": get_epsilon(noise_multiplier=per_step[:t], sample_rate=sample_rate, delta=delta,
+                                    accountant=name)}
+            for name in accountants for t in marks]
+    return pd.DataFrame(rows)
+
+
+__all__ = ["ACCOUNTANTS", "epsilon_curve", "epsilon_of_history", "get_epsilon", "get_noise_multiplier", "history", "noise_schedule",
            "steps_per_epoch"]
