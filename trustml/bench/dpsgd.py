@@ -18,6 +18,7 @@ import copy
 import json
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -134,11 +135,26 @@ def _clock(device: torch.device) -> Callable[[], float]:
 
 def benchmark_dpsgd(*, quick: bool = False, device: str = "cpu", batch_size: int = 256, max_length: int = 24,
                     repeats: int | None = None, models: tuple[str, ...] = ("embedding", "transformer"),
-                    methods: tuple[str, ...] | None = None, seed: int = 0, progress: bool = False):
+                    methods: tuple[str, ...] | None = None, threads: int | None = 1, seed: int = 0,
+                    progress: bool = False):
     """Median seconds per training step of each (model, method), and the ratio to non-private.
 
+    ``threads``: torch CPU threads during the run (restored afterwards; None keeps the current setting).
     Returns a DataFrame with columns model, method, seconds, ratio, repeats.
     """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings():  # Opacus' advice on secure RNG and backward hooks, not results
+            warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook|Optimal order).*")
+            return _benchmark(quick=quick, device=device, batch_size=batch_size, max_length=max_length,
+                              repeats=repeats, models=models, methods=methods, seed=seed, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _benchmark(*, quick, device, batch_size, max_length, repeats, models, methods, seed, progress):
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -199,19 +215,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import warnings
-
-    threads = torch.get_num_threads()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook|Optimal order).*")
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            table = benchmark_dpsgd(quick=args.quick, device=args.device, batch_size=args.batch_size,
-                                    repeats=args.repeats, seed=args.seed, progress=True)
-            used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads)
+    table = benchmark_dpsgd(quick=args.quick, device=args.device, batch_size=args.batch_size, repeats=args.repeats,
+                            threads=args.threads or None, seed=args.seed, progress=True)
+    used = args.threads or torch.get_num_threads()
     clock = "process CPU time" if args.device == "cpu" else "wall time (synchronised)"
     print(f"one training step, batch {args.batch_size}, device {args.device}, torch threads {used}, {clock}, "
           "median of repeats")
