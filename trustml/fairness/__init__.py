@@ -22,3 +22,22 @@ from trustml.fairness.group import GroupReport, group_accuracy, group_metrics
 from trustml.fairness.wordsets import CONTEXT_FRAMES, SEAT_TEMPLATES, WEAT_TESTS, AssociationTest, WordSet
 
 # --- Fairness II exports (sensitivity, counterfactual, distill) below ---
+# Fairness II: ``sensitivity`` (accumulated prediction sensitivity, Krishna et al. 2022, and its ground-truth
+# task), ``counterfactual`` (gender swapping, CDA, counterfactual gap), ``gender_pairs`` (word/name pair lists),
+# ``lm`` (tiny causal LM, occupation corpus, Hugging Face path), ``distill`` (role-reversal distillation,
+# Gupta et al. 2022, gender disparity of generations, downstream gaps). The functions ``distill`` and
+# ``gender_pairs`` are not re-exported: they share their module's name and would shadow it here.
+from trustml.fairness.counterfactual import (
+    CounterfactualGap, GenderSwapper, counterfactual_augment, counterfactual_gap, swap_gender,
+)
+from trustml.fairness.distill import (
+    VARIANTS, DisparityResult, TeacherCache, downstream_gaps, evaluate_lm, finetune_classifier,
+    gender_disparity, occupation_bios, perturb_teacher, token_permutation,
+)
+from trustml.fairness.lm import (
+    OCCUPATION_FEMALE_SHARE, CausalLM, LMTokenizer, load_hf_causal_lm, occupation_corpus, perplexity, train_lm,
+)
+from trustml.fairness.sensitivity import (
+    SensitivityResult, audit_text_classifier, planted_attribute_task, prediction_sensitivity, protected_token_mask,
+    sensitivity_vs_degree,
+)

@@ -346,6 +346,24 @@ def gender_disparity(model: nn.Module, tokenizer, *, occupations: Sequence[str],
     return DisparityResult(per_occupation=frame, method=method)
 
 
+def evaluate_lm(model: nn.Module, tokenizer, *, occupations: Sequence[str], heldout: pd.DataFrame,
+                swapper: GenderSwapper | None = None) -> dict[str, float]:
+    """The chapter's table row: fairness min(F/M, M/F) averaged and worst over occupation prompts (exact
+    next-token probabilities), and perplexity on ``heldout`` (columns ``text``, ``gender``): on all of it,
+    on its gendered sentences (where a debiased model disagrees with the skewed data) and on its
+    gender-free sentences (where debiasing should cost nothing)."""
+    from trustml.fairness.lm import perplexity
+
+    disparity = gender_disparity(model, tokenizer, occupations=occupations, swapper=swapper)
+    gendered = heldout["gender"] != ""
+    row = {**disparity.summary(), "perplexity": perplexity(model, tokenizer, heldout["text"].tolist())}
+    if gendered.any():
+        row["perplexity (gendered text)"] = perplexity(model, tokenizer, heldout.loc[gendered, "text"].tolist())
+    if (~gendered).any():
+        row["perplexity (gender-free text)"] = perplexity(model, tokenizer, heldout.loc[~gendered, "text"].tolist())
+    return row
+
+
 # ---- Downstream: fine-tune an LM as an occupation classifier on generated bios ----
 
 #: Confusable occupation pairs for the bios task, with their cue words (a bio draws cue words from its
@@ -460,6 +478,6 @@ def downstream_gaps(classifier: LMClassifier, tokenizer, frame: pd.DataFrame, *,
 
 __all__ = [
     "BIO_CUES", "COMBINE", "DISPARITY_METHODS", "SCOPES", "VARIANTS", "DisparityResult", "LMClassifier", "TeacherCache",
-    "distill", "downstream_gaps", "finetune_classifier", "gender_disparity", "occupation_bios", "perturb_teacher",
+    "distill", "downstream_gaps", "evaluate_lm", "finetune_classifier", "gender_disparity", "occupation_bios", "perturb_teacher",
     "token_permutation",
 ]
