@@ -11,10 +11,13 @@ def task():
     return load_intent_task(n_devices=150, seed=0)
 
 
+SMALL = {EmbeddingClassifier: {}, TransformerClassifier: {"d_model": 32, "n_layers": 1, "d_ff": 64}}
+
+
 @pytest.mark.parametrize("model_class", [EmbeddingClassifier, TransformerClassifier])
 def test_models_learn_the_task(task, model_class):
     torch.manual_seed(0)
-    model = model_class(task.tokenizer.vocab_size, task.num_classes)
+    model = model_class(task.tokenizer.vocab_size, task.num_classes, **SMALL[model_class])
     chance = 1 / task.num_classes
     before = accuracy(model, task.test)
     history = train_classifier(model, task.train, epochs=3, seed=0)
