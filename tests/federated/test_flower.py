@@ -1,0 +1,241 @@
+"""The Flower app: strategy selection, parity with the in-process loop (Flower's simulation engine),
+``flwr run`` against a simulation SuperLink, and a real deployment (SuperLink + two SuperNodes).
+
+Processes started here are torn down by PID (with their children), also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MessageType
+
+from trustml.federated.flower import DEFAULT_RUN_CONFIG, ActivityFedAvg, DeviceInfo, app_dir, resolve_config
+from trustml.federated.flower.task import load_federated_task, selection_of, training_of
+from trustml.federated.selection import Selection, collapse, round_rng
+from trustml.federated.simulate import run_federated
+
+#: Parity tolerance: the Flower run and the in-process loop run the same float32 arithmetic; only the
+#: order of the weighted sum of the replies may differ (float32 rounding, ~1e-7 per round).
+PARITY_ATOL = 1e-5
+
+
+# ------------------------------------------------------------------------------------ no processes
+def test_template_config_matches_the_defaults():
+    config = tomllib.loads((app_dir() / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert config["config"] == DEFAULT_RUN_CONFIG
+    assert config["components"] == {"serverapp": "trustml_fl.server_app:app", "clientapp": "trustml_fl.client_app:app"}
+
+
+def test_unknown_run_config_key_is_an_error():
+    with pytest.raises(KeyError, match="unknown run-config key 'num-rounds'"):
+        resolve_config({"num-rounds": 3})
+
+
+@pytest.fixture
+def task_identity():
+    """Messages take their run id from the task running the ServerApp; outside a run, give it one."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def test_configure_train_selects_like_the_in_process_loop_and_keeps_uint64_node_ids(task_identity):
+    """Node ids above 2**63 (uint64) reach the messages exactly; devices are the ones selection picks."""
+    counts = [5, 0, 40, 12, 90, 3]
+    node_ids = [2**64 - 1 - 7 * i for i in range(len(counts))]  # not representable in int64 / float64
+    strategy = ActivityFedAvg(devices_per_round=3, selection=Selection("activity", gamma=1.0), seed=11)
+    strategy.devices = {node: DeviceInfo(partition_id=k, num_examples=n)
+                        for k, (node, n) in enumerate(zip(node_ids[::-1], counts[::-1]))}
+    arrays = ArrayRecord(torch_state_dict={"w": torch.zeros(3)})
+    for server_round in (1, 2, 3):
+        messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid=None))
+        drawn = Selection("activity", gamma=1.0).select(np.array(counts[::-1]), 3, round_rng(11, server_round))
+        devices, weights = collapse(drawn, np.array(counts[::-1])[drawn] / np.array(counts[::-1])[drawn].sum())
+        assert [m.metadata.dst_node_id for m in messages] == [node_ids[::-1][d] for d in devices]
+        assert all(isinstance(m.metadata.dst_node_id, int) and m.metadata.message_type == MessageType.TRAIN
+                   for m in messages)
+        np.testing.assert_allclose([m.content["config"]["aggregation-weight"] for m in messages], weights)
+        assert all(m.content["config"]["server-round"] == server_round for m in messages)
+        zero = counts[::-1].index(0)
+        assert zero not in strategy.selected[server_round][0], "a device without data is never selected"
+
+
+def test_strategy_rejects_bad_devices_per_round(task_identity):
+    with pytest.raises(ValueError, match="devices_per_round must be an int >= 1"):
+        ActivityFedAvg(devices_per_round=0)
+    strategy = ActivityFedAvg(devices_per_round=3)
+    strategy.devices = {2**63 + 1: DeviceInfo(0, 4), 5: DeviceInfo(1, 0), 6: DeviceInfo(2, 9)}
+    with pytest.raises(ValueError, match="devices_per_round=3 exceeds the 2 devices that hold data"):
+        strategy.configure_train(1, ArrayRecord(), ConfigRecord({}), grid=None)
+
+
+# ------------------------------------------------------------------ Flower's simulation engine
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_parity_between_flower_simulation_and_in_process_loop():
+    """Same seed, partitions and selection: the same devices each round, final weights within PARITY_ATOL."""
+    from trustml.federated.flower import run_flower_simulation
+
+    config = resolve_config({"n-devices": 12, "num-server-rounds": 3, "devices-per-round": 3, "seed": 5,
+                             "selection": "activity", "gamma": 1.0, "local-epochs": 2})
+    flower = run_flower_simulation(config)
+    federated = load_federated_task(config)
+    model = federated.new_model(seed=5)
+    local = run_federated(model, federated.data, rounds=3, devices_per_round=3, selection=selection_of(config),
+                          training=training_of(config), seed=5, test=federated.task.test, progress=False)
+    assert [flower.selected[r] for r in (1, 2, 3)] == [s.tolist() for s in local.selected]
+    torch.testing.assert_close(flower.initial_params, model.flatten(), atol=0, rtol=0)
+    assert (flower.final_params - local.params).abs().max().item() <= PARITY_ATOL
+    assert (flower.final_params - flower.initial_params).norm().item() > 100 * PARITY_ATOL, "the model trained"
+    np.testing.assert_allclose([flower.accuracy[r] for r in range(4)], local.history["accuracy"], atol=1e-3)
+
+
+# ------------------------------------------------------------------------- real processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flower_env(home: pathlib.Path) -> dict:
+    env = dict(os.environ)
+    env.update(FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", HF_HUB_OFFLINE="1",
+               # SuperLink/SuperNode start flower-superexec, flwr-serverapp, ... from PATH: this venv first.
+               PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+class Processes:
+    """Started processes, torn down by PID together with their descendants (SuperExec, app processes, Ray)."""
+
+    def __init__(self, env: dict, logs: pathlib.Path):
+        self.env, self.logs, self.started = env, logs, []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "w")
+        process = subprocess.Popen([str(pathlib.Path(sys.executable).parent / args[0]), *args[1:]], env=self.env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        import psutil
+
+        tree = []
+        for process in self.started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                parent = psutil.Process(process.pid)
+                tree += [*parent.children(recursive=True), parent]
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        for member in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        psutil.wait_procs(alive, timeout=5)
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(self.logs.glob("*.log")))
+
+
+@pytest.fixture
+def processes(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    running = Processes(flower_env(tmp_path / "flwr-home"), logs)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def wait_for_superlink(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with code {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).is_success:
+                return
+        time.sleep(0.3)
+    raise TimeoutError("flower-superlink did not become healthy")
+
+
+def write_connection(home: pathlib.Path, name: str, port: int) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+
+
+def flwr_run(processes: Processes, connection: str, run_config: str, *extra: str) -> None:
+    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "flwr"), "run", str(app_dir()), connection,
+                             "--run-config", run_config, *extra],
+                            env=processes.env, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0 and "Successfully started run" in result.stdout, result.stdout + result.stderr
+
+
+def wait_for_result(path: pathlib.Path, processes: Processes, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no result after {timeout} s\n{processes.log_tail()}")
+        time.sleep(0.5)
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_deployment_superlink_and_two_supernodes(processes, tmp_path):
+    """A real deployment on 127.0.0.1: two rounds of activity selection over two SuperNodes."""
+    port = free_port()
+    link = processes.start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port))
+    wait_for_superlink(port, link)
+    for partition_id in (0, 1):
+        processes.start(f"supernode-{partition_id}", "flower-supernode", "--insecure",
+                        "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()),
+                        "--node-config", f"partition-id={partition_id} num-partitions=2")
+    write_connection(pathlib.Path(processes.env["FLWR_HOME"]), "deployment", port)
+    result_path = tmp_path / "result.json"
+    flwr_run(processes, "deployment", f"n-devices=4 num-server-rounds=2 devices-per-round=1 expected-nodes=2 "
+                                      f"selection='activity' result-path='{result_path}'")
+    result = wait_for_result(result_path, processes, timeout=120)
+    assert result["rounds"] == 2
+    assert all(len(devices) == 1 and devices[0] in (0, 1) for devices in result["selected"].values())
+    assert result["change_norm"] > 1e-3, "the global model changed"
+    assert set(result["accuracy"]) == {"0", "1", "2"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_flwr_run_against_a_local_simulation_superlink(processes, tmp_path):
+    """``flwr run`` with the app template against a SuperLink in simulation mode (Ray, four virtual nodes)."""
+    port = free_port()
+    link = processes.start("superlink", "flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1",
+                           "--port", str(port))
+    wait_for_superlink(port, link)
+    write_connection(pathlib.Path(processes.env["FLWR_HOME"]), "simulation", port)
+    result_path = tmp_path / "result.json"
+    flwr_run(processes, "simulation", f"n-devices=4 num-server-rounds=2 devices-per-round=2 "
+                                      f"result-path='{result_path}'", "--federation-config", "num-supernodes=4")
+    result = wait_for_result(result_path, processes, timeout=180)
+    assert result["rounds"] == 2 and result["change_norm"] > 1e-3
+    assert all(len(devices) == 2 for devices in result["selected"].values())

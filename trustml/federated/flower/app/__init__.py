@@ -1,0 +1,1 @@
+"""Flower app template of trustml (see README.md)."""

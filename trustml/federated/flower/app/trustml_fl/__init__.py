@@ -1,0 +1,1 @@
+"""The trustml Flower app: components re-exported from trustml.federated.flower."""
