@@ -154,7 +154,7 @@ def test_lira_scores_are_the_gaussian_likelihood_ratio():
 
 
 def test_lira_needs_in_and_out_shadows():
-    logits, labels, membership = synthetic_population(n_examples=10, n_shadows=3)
+    logits, labels, membership = synthetic_population(n_examples=10, n_shadows=4)
     member = np.zeros_like(membership[1:])  # no shadow ever trained on anything
     with pytest.raises(ValueError, match="no 'in' shadow"):
         lira_online(logits[0], labels, logits[1:], member)
@@ -168,8 +168,9 @@ def test_membership_designs():
     assert (m == balanced_membership(50, 6, seed=1)).all() and not (m == balanced_membership(50, 6, seed=2)).all()
     halves = random_halves(50, 3, seed=0)
     assert (halves.sum(1) == 25).all()
-    with pytest.raises(ValueError, match="n_models must be >= 2"):
-        balanced_membership(50, 1)
+    assert (m[0::2] ^ m[1::2]).all()  # complementary pairs: equal training-set sizes
+    with pytest.raises(ValueError, match="n_models must be an even number"):
+        balanced_membership(50, 3)
 
 
 def test_game_pools_targets_and_checks_names():

@@ -13,11 +13,15 @@ from trustml.privacy.attacks.canary import (
     DIGITS, PHONE_TEMPLATE, PIN_TEMPLATE, CanaryProbe, ExposureResult, canary_probe, canary_table, candidate_losses,
     exposure, make_canaries, rank_exposure,
 )
+from trustml.privacy.attacks.defences import (
+    DEFENCES, Setting, attack_canaries, canary_experiment, recovery_by, run_setting, train_nlu_model,
+    validation_split,
+)
 from trustml.privacy.attacks.mia import (
     ATTACKS, attack_features, lira_offline, lira_online, loss_attack, shadow_attack,
 )
 from trustml.privacy.attacks.modiva import InversionResult, modiva
-from trustml.privacy.attacks.results import AttackResult, check_fpr, plot_roc, results_table
+from trustml.privacy.attacks.results import AttackResult, check_fpr, plot_roc, results_table, roc_points
 from trustml.privacy.attacks.scores import logit_confidence, model_logits, per_example_loss
 from trustml.privacy.attacks.shadow import MembershipGame, balanced_membership, random_halves
 from trustml.privacy.attacks.targets import (
@@ -25,10 +29,11 @@ from trustml.privacy.attacks.targets import (
 )
 
 __all__ = [
-    "ARCHITECTURES", "ATTACKS", "DIGITS", "PHONE_TEMPLATE", "PIN_TEMPLATE", "AttackResult", "AuditResult",
-    "CanaryProbe", "ExposureResult", "InversionResult", "MembershipGame", "attack_features", "balanced_membership",
-    "build_model", "canary_probe", "canary_table", "candidate_losses", "check_fpr", "clopper_pearson",
+    "ARCHITECTURES", "ATTACKS", "DEFENCES", "DIGITS", "PHONE_TEMPLATE", "PIN_TEMPLATE", "AttackResult", "AuditResult",
+    "CanaryProbe", "ExposureResult", "InversionResult", "MembershipGame", "Setting", "attack_canaries", "attack_features", "balanced_membership",
+    "build_model", "canary_experiment", "canary_probe", "canary_table", "candidate_losses", "check_fpr", "clopper_pearson",
     "epsilon_lower_bound", "exposure", "lira_offline", "lira_online", "logit_confidence", "loss_attack",
     "make_canaries", "make_trainer", "model_logits", "modiva", "per_example_loss", "plot_roc", "rank_exposure",
-    "random_halves", "results_table", "shadow_attack", "train_model", "train_with_early_stopping",
+    "random_halves", "recovery_by", "results_table", "roc_points", "run_setting", "shadow_attack", "train_model",
+    "train_nlu_model", "train_with_early_stopping", "validation_split",
 ]

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from trustml.data import INTENTS, Canary, WordTokenizer
+from trustml.privacy.attacks.threads import single_thread
 
 DIGITS: tuple[str, ...] = tuple("0123456789")
 PIN_TEMPLATE = "my pin code is {secret}"
@@ -52,11 +53,13 @@ def make_canaries(n_canaries: int, *, repetitions: int | Sequence[int] = 1, n_di
         raise ValueError(f"n_canaries must be <= {len(pool)} (one distinct intent each), got {n_canaries}")
     rng = np.random.default_rng(seed)
     intents = rng.choice(pool, size=n_canaries, replace=False)
-    secrets = set()
-    while len(secrets) < n_canaries:  # distinct secrets
-        secrets.add(" ".join(rng.choice(DIGITS, size=n_digits)))
+    secrets: list[str] = []
+    while len(secrets) < n_canaries:  # distinct secrets, in the order drawn
+        secret = " ".join(rng.choice(DIGITS, size=n_digits))
+        if secret not in secrets:
+            secrets.append(secret)
     return [Canary(secret, template=template, repetitions=int(r), intent=str(intent))
-            for secret, r, intent in zip(sorted(secrets, key=lambda _: rng.random()), reps, intents)]
+            for secret, r, intent in zip(secrets, reps, intents)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +160,8 @@ def exposure(model: torch.nn.Module, probe: CanaryProbe, *, max_exact: int = 100
         candidates = torch.randint(size, (n_samples, n_symbols), generator=generator)
         candidates = candidates[~(candidates == torch.tensor(probe.secret)).all(1)]
         candidates = torch.cat([candidates, torch.tensor([probe.secret])])
-    losses = candidate_losses(model, probe, candidates, batch_size=batch_size)
+    with single_thread():
+        losses = candidate_losses(model, probe, candidates, batch_size=batch_size)
     secret_row = int((candidates == torch.tensor(probe.secret)).all(1).nonzero()[0, 0])
     rank, bits = rank_exposure(losses, float(losses[secret_row]), space=space)
     return ExposureResult(rank=rank, exposure=bits, space=space, exact=space <= max_exact, n_scored=len(candidates))

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from trustml.privacy.attacks.canary import CanaryProbe
+from trustml.privacy.attacks.threads import single_thread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +87,8 @@ def modiva(model: torch.nn.Module, probes: Sequence[CanaryProbe], *, restarts: i
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     try:
-        return _invert(model, probes, restarts=restarts, steps=steps, lr=lr, init_scale=init_scale, seed=seed)
+        with single_thread():
+            return _invert(model, probes, restarts=restarts, steps=steps, lr=lr, init_scale=init_scale, seed=seed)
     finally:
         for parameter, flag in zip(model.parameters(), flags):
             parameter.requires_grad_(flag)

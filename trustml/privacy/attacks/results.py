@@ -123,20 +123,37 @@ class AttackResult:
         return f"AttackResult({self.name!r}, AUC={self.auc:.3f}, TPR@0.1%FPR={self.tpr_at(0.001):.3f})"
 
 
-def results_table(results) -> pd.DataFrame:
-    """Stack the ``to_frame`` rows of several results (a list, or a dict name → result)."""
+def _as_list(results) -> list[AttackResult]:
+    if isinstance(results, AttackResult):
+        return [results]
     results = list(results.values()) if isinstance(results, dict) else list(results)
     if not results:
         raise ValueError("results must not be empty")
-    return pd.concat([r.to_frame() for r in results])
+    return results
+
+
+def results_table(results, **columns) -> pd.DataFrame:
+    """Stack the ``to_frame`` rows of several results (a list, or a dict name → result); keyword
+    arguments add constant columns (e.g. ``results_table(results, epsilon=2.0)``)."""
+    table = pd.concat([r.to_frame() for r in _as_list(results)])
+    for name, value in columns.items():
+        table[name] = value
+    return table
+
+
+def roc_points(results, *, fprs=None, **columns) -> pd.DataFrame:
+    """Long table (attack, FPR, TPR) with TPR read at each FPR of ``fprs`` (default: 10⁻³ … 1, log-spaced)."""
+    fprs = np.logspace(-3, 0, 25) if fprs is None else np.asarray(fprs, dtype=float)
+    rows = [{"attack": r.name, "FPR": f, "TPR": r.tpr_at(f) if f < 1 else 1.0, **columns}
+            for r in _as_list(results) for f in fprs]
+    return pd.DataFrame(rows)
 
 
 def plot_roc(results, *, ax=None, title: str = "Membership inference ROC (log-log)"):
     """ROC curves on log-log axes (where the low-FPR regime is visible), with the chance diagonal."""
     import matplotlib.pyplot as plt
 
-    results = list(results.values()) if isinstance(results, dict) else (
-        [results] if isinstance(results, AttackResult) else list(results))
+    results = _as_list(results)
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 4.5))
     floor = min(1.0 / max(r.n_nonmembers, 1) for r in results) / 2

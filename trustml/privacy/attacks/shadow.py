@@ -31,14 +31,13 @@ TrainFn = Callable[..., torch.nn.Module]  # train_fn(train_set: TensorDataset, *
 
 
 def balanced_membership(n_examples: int, n_models: int, *, seed: int = 0) -> np.ndarray:
-    """Boolean (n_models, n_examples): each example is in exactly ⌊n_models/2⌋ models' training sets."""
-    if n_models < 2:
-        raise ValueError(f"n_models must be >= 2, got {n_models}")
-    if n_examples < 2:
-        raise ValueError(f"n_examples must be >= 2, got {n_examples}")
-    rng = np.random.default_rng(seed)
-    rank = np.argsort(np.argsort(rng.random((n_models, n_examples)), axis=0), axis=0)  # a permutation per column
-    return rank < n_models // 2
+    """Boolean (n_models, n_examples) in complementary pairs: models 2i and 2i+1 train on the two halves
+    of one random split. Every example is in exactly n_models/2 models, and every model trains on
+    ⌊n/2⌋ or ⌈n/2⌉ examples (equal sizes also mean one noise calibration serves all DP shadows)."""
+    if n_models < 2 or n_models % 2:
+        raise ValueError(f"n_models must be an even number >= 2, got {n_models}")
+    halves = random_halves(n_examples, n_models // 2, seed=seed)
+    return np.stack([halves, ~halves], axis=1).reshape(n_models, n_examples)
 
 
 def random_halves(n_examples: int, n_models: int, *, seed: int = 0) -> np.ndarray:
@@ -82,8 +81,9 @@ class MembershipGame:
     def train(cls, train_fn: TrainFn, population: TensorDataset, *, n_shadows: int, n_targets: int = 1,
               seed: int = 0, keep_models: bool = False, progress: bool = True) -> MembershipGame:
         """Train ``n_targets`` targets and ``n_shadows`` shadows with ``train_fn(train_set, seed=...)``."""
-        if n_shadows < 2:
-            raise ValueError(f"n_shadows must be >= 2 (LiRA needs in and out shadows per example), got {n_shadows}")
+        if n_shadows < 2 or n_shadows % 2:
+            raise ValueError(f"n_shadows must be an even number >= 2 (in and out shadows for every example), "
+                             f"got {n_shadows}")
         targets = random_halves(len(population), n_targets, seed=seed)
         shadows = balanced_membership(len(population), n_shadows, seed=seed + 1)
         runs = []

@@ -40,8 +40,23 @@ def train_model(train_set: TensorDataset, *, seed: int, vocab_size: int, num_cla
     from trustml.privacy import train_private
 
     model = build_model(architecture, vocab_size=vocab_size, num_classes=num_classes, seed=seed, **(model_options or {}))
-    return train_private(model, train_set, epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size, lr=lr,
-                         max_grad_norm=max_grad_norm, seed=seed)
+    if math.isinf(epsilon):
+        return train_private(model, train_set, epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size,
+                             lr=lr, max_grad_norm=max_grad_norm, seed=seed)
+    # σ for (ε, δ, q, epochs) is found once and reused by every shadow model of the same size;
+    # train_private still reports the accountant's ε of the run it actually did.
+    sigma = calibrated_noise(epsilon, delta=delta, sample_rate=batch_size / len(train_set), epochs=epochs)
+    return train_private(model, train_set, noise_multiplier=sigma, delta=delta, epochs=epochs, batch_size=batch_size,
+                         lr=lr, max_grad_norm=max_grad_norm, seed=seed)
+
+
+@functools.lru_cache(maxsize=256)
+def calibrated_noise(epsilon: float, *, delta: float, sample_rate: float, epochs: float) -> float:
+    """σ that spends ``epsilon`` in ``epochs`` epochs at rate q (``trustml.privacy.get_noise_multiplier``, cached:
+    the accountant's search takes seconds, a training run of a small model less)."""
+    from trustml.privacy import get_noise_multiplier
+
+    return get_noise_multiplier(target_epsilon=epsilon, sample_rate=sample_rate, delta=delta, epochs=epochs)
 
 
 def make_trainer(**recipe) -> functools.partial:
