@@ -53,6 +53,7 @@ from trustml.privacy import ClippingEngine, naive_clipped_sum, per_example_gradi
 from trustml.viz import live_explorer, setup_plotly, slider_figure, static_figure
 
 warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+torch.set_num_threads(1)  # these models are small: one thread is as fast, and steady on a busy machine
 setup_plotly();
 """),
     md(r"""
