@@ -25,6 +25,7 @@ ClientApp calls the same ``local_update``, so both paths train identically (the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -276,6 +277,23 @@ def dp_epsilon(*, noise_multiplier: float, devices_per_round: int, num_devices: 
 # ----------------------------------------------------------------------------------------- runs
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run a block with ``threads`` intra-op threads (``None``: leave as is). The loop's tensors are tiny
+    (a batch of 16 short utterances): extra threads only add synchronisation, and on a busy machine a
+    second thread waiting for a core slows every step down several-fold."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+
 @dataclasses.dataclass
 class FLResult:
     """Final parameters, a per-evaluation history, and the devices selected in each round."""
@@ -300,9 +318,19 @@ def _aggregate(global_params: torch.Tensor, updates: list[torch.Tensor], weights
 def run_rounds(model: FlatModel, data: FederatedData, params: torch.Tensor, *, rounds: int, devices_per_round: int,
                selection: Selection, training: LocalTraining, seed: int, first_round: int = 1,
                dp: DeviceDP | None = None, test: TensorDataset | None = None, eval_every: int = 0,
-               on_eval: Callable[[int, dict], None] | None = None, progress: bool | str = False
-               ) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
-    """``rounds`` FL rounds on ``data`` from ``params``; returns the final params, selections and weights."""
+               on_eval: Callable[[int, dict], None] | None = None, progress: bool | str = False,
+               threads: int | None = 1) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+    """``rounds`` FL rounds on ``data`` from ``params``; returns the final params, selections and weights.
+
+    ``threads``: torch intra-op threads during the loop (default 1, see ``torch_threads``)."""
+    with torch_threads(threads):
+        return _run_rounds(model, data, params, rounds=rounds, devices_per_round=devices_per_round,
+                           selection=selection, training=training, seed=seed, first_round=first_round, dp=dp,
+                           test=test, eval_every=eval_every, on_eval=on_eval, progress=progress)
+
+
+def _run_rounds(model, data, params, *, rounds, devices_per_round, selection, training, seed, first_round, dp, test,
+                eval_every, on_eval, progress):
     counts = data.counts
     if dp is None:
         check_devices_per_round(devices_per_round, int(np.count_nonzero(counts)), replace=selection.replace)
