@@ -221,6 +221,19 @@ def test_a_rule_without_bookkeeping_falls_back_to_ghost_clipping():
 
 
 # ------------------------------------------------------------------ modes
+def test_per_layer_clipping_on_the_transformer_with_equal_split():
+    torch.manual_seed(0)
+    model = TransformerClassifier(30, 5, d_model=8, n_heads=2, n_layers=1, d_ff=12, max_length=10).double()
+    batch = book_batch()
+    engine = ClippingEngine(model, max_grad_norm=0.2, clipping="per_layer")
+    engine.clipped_sum(classification_loss(model, batch))
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    engine.remove()
+    reference = naive_clipped_sum(model, classification_loss, batch, max_grad_norm=0.2,
+                                  layer_max_grad_norms=engine.bounds)
+    assert_same(grads, reference)
+
+
 def test_per_layer_clipping_against_its_loop():
     torch.manual_seed(0)
     model = EmbeddingClassifier(30, 5, embed_dim=8, hidden_dim=6).double()

@@ -321,15 +321,30 @@ class ClippingEngine:
         return factors, total.detach()
 
     def _write_grads(self, data, factors, losses: torch.Tensor, step: Step) -> None:
-        seen = set()
+        seen = {layer.name for layer, _, _ in data}
         ghost = {layer.name for layer in self.ghost_layers}
+        # Layers of one type that read the same input (query, key and value projections) share one
+        # book-keeping product when their rule offers it: one copy of A, one larger matrix product.
+        groups: dict[tuple, list] = {}
         for layer, A, G in data:
-            seen.add(layer.name)
             if layer.name in ghost:
                 continue
-            c = factors[layer.name].to(G.dtype)
-            for name, grad in layer.rule.clipped_sum(layer.module, A, G, c, step, step.state(layer.name)).items():
-                layer.params[name].grad = grad.to(layer.params[name].dtype)
+            shared = layer.rule.clipped_sum_shared is not None
+            key = (id(layer.rule), A.data_ptr(), tuple(A.shape), A.stride()) if shared else (layer.name,)
+            groups.setdefault(key, []).append((layer, A, G))
+        for members in groups.values():
+            layers = [layer for layer, _, _ in members]
+            cs = [factors[layer.name].to(G.dtype) for layer, _, G in members]
+            states = [step.state(layer.name) for layer in layers]
+            if len(members) > 1:
+                sums = layers[0].rule.clipped_sum_shared([layer.module for layer in layers], members[0][1],
+                                                         [G for _, _, G in members], cs, step, states)
+            else:
+                (layer, A, G), = members
+                sums = [layer.rule.clipped_sum(layer.module, A, G, cs[0], step, states[0])]
+            for layer, grads in zip(layers, sums):
+                for name, grad in grads.items():
+                    layer.params[name].grad = grad.to(layer.params[name].dtype)
         ghost_params = [p for layer in self.ghost_layers if layer.name in seen for p in layer.params.values()]
         if ghost_params:
             # Ghost clipping (Li et al. 2022): one more backward, on the re-weighted loss Σ_i c_i ℓ_i.

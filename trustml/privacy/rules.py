@@ -74,6 +74,9 @@ class LayerRule:
     check: Callable[[nn.Module], None] | None = None
     finish: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
     span: Callable[[nn.Module, torch.Tensor], tuple[int, int] | None] | None = None
+    # clipped_sum for several layers of this type that read the same input A:
+    # (modules, A, [G], [c], step, [state]) -> [Tensors]
+    clipped_sum_shared: Callable[..., list[Tensors]] | None = None
 
 
 RULES: dict[type[nn.Module], LayerRule] = {}
@@ -150,8 +153,26 @@ def _linear_clipped_sum(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, c: 
     return sums
 
 
+def _linear_clipped_sum_shared(modules: list[nn.Linear], A: torch.Tensor, Gs: list[torch.Tensor],
+                               cs: list[torch.Tensor], step: Step, states: list[dict]) -> list[Tensors]:
+    # [Σ_i c_i G_iᵀA_i for each layer] = one product [(c·G_1) … (c·G_k)]ᵀA, split by rows.
+    if not all(m.weight.requires_grad for m in modules):
+        return [_linear_clipped_sum(m, A, G, c, step, state) for m, G, c, state in zip(modules, Gs, cs, states)]
+    scaled = torch.cat([G * c.view(-1, 1, 1) for G, c in zip(Gs, cs)], dim=-1)
+    weights = (scaled.reshape(-1, scaled.shape[-1]).T @ A.reshape(-1, A.shape[-1])).split(
+        [G.shape[-1] for G in Gs])
+    sums = []
+    for module, weight, G, c, state in zip(modules, weights, Gs, cs, states):
+        grads = {"weight": weight}
+        if module.bias is not None and module.bias.requires_grad:
+            grads["bias"] = c @ (state["bias"] if "bias" in state else G.sum(1))
+        sums.append(grads)
+    return sums
+
+
 register_rule(nn.Linear, LayerRule(
     prepare=lambda module, x: as_tokens(x), norms_sq=_linear_norms_sq, clipped_sum=_linear_clipped_sum,
+    clipped_sum_shared=_linear_clipped_sum_shared,
 ))
 
 
