@@ -121,7 +121,8 @@ class TransformerClassifier(nn.Module):
         B, T, _ = embeds.shape
         if T > self.max_length:
             raise ValueError(f"sequence length {T} exceeds max_length={self.max_length}")
-        # Contiguous position ids (0..T-1) for every row: Opacus' ghost mode relies on it.
+        # Position ids 0..T-1 for every row, as a broadcast view (no copy); Opacus' ghost mode needs
+        # `.contiguous()` ids, which trustml.bench makes for it — trustml's engine takes the view as is.
         positions = torch.arange(T, device=embeds.device).expand(B, T)
         mask = _padding_mask(input_ids, attention_mask, embeds.shape).to(embeds.device)
         x = embeds + self.position(positions)
