@@ -9,7 +9,7 @@ from torch import nn
 
 from trustml.data import INTENTS, Canary, make_corpus, make_task
 from trustml.privacy.attacks import (
-    DIGITS, Setting, attack_canaries, canary_probe, candidate_losses, exposure, make_canaries, modiva,
+    DIGITS, PHONE_TEMPLATE, Setting, attack_canaries, canary_probe, candidate_losses, exposure, make_canaries, modiva,
     rank_exposure, train_nlu_model, validation_split,
 )
 
@@ -115,6 +115,23 @@ def test_modiva_inverts_the_oracle_and_checks_inputs(canary_task):
         modiva(OracleModel(probe, probe.secret), [probe], restarts=0)
     with pytest.raises(ValueError, match="probes must not be empty"):
         modiva(OracleModel(probe, probe.secret), [])
+
+
+def test_phone_number_canaries_use_sampled_exposure_and_seven_soft_tokens():
+    phones = make_canaries(2, n_digits=7, template=PHONE_TEMPLATE, repetitions=2, seed=0)
+    train, test = make_corpus(n_devices=30, canaries=phones, seed=0).split(seed=0)
+    task = make_task(train, test, label_names=INTENTS, max_length=12)
+    probe = canary_probe(Canary(phones[0].secret, template=PHONE_TEMPLATE, intent=INTENTS[0]), task.tokenizer,
+                         task.label_names)  # label 0: the oracle's class
+    assert probe.positions.tolist() == list(range(4, 11))  # "call me back on | d d d d d d d"
+    model = OracleModel(probe, probe.secret)
+    result = exposure(model, probe, n_samples=2000)
+    assert not result.exact and result.space == 10 ** 7 and result.rank == 1.0
+    assert modiva(model, [probe], restarts=4, steps=100).exact.all()
+    tiny_train, tiny_test = make_corpus(n_devices=2, canaries=phones[:1], seed=0).split(seed=0)
+    tiny = make_task(tiny_train, tiny_test, label_names=INTENTS)
+    with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):
+        canary_probe(Canary("1 2 3 4"), tiny.tokenizer, tiny.label_names)  # a corpus too small to hold every digit
 
 
 # --- defences and the real model ---------------------------------------------------------------------------

@@ -237,8 +237,8 @@ the measured `advantage` column. What does the comparison say about the accounta
 :class: dropdown
 
 TPR ≤ e^ε·FPR and 1 − FPR ≤ e^ε(1 − TPR) give TPR − FPR ≤ (e^ε − 1)/(e^ε + 1): about 0.46 for ε = 1,
-0.76 for ε = 2 and 0.9993 for ε = 8. The measured advantages of the DP models are far below these bounds
-(typically < 0.2): the accountant's ε is a worst case over all datasets and examples, and ordinary
+0.76 for ε = 2 and 0.9993 for ε = 8. The measured advantages of the DP models are far below these bounds:
+the accountant's ε is a worst case over all datasets and examples, and ordinary
 utterances attacked with shadow models are far from that worst case. The bound is not loose because of a
 mistake — it must also hold for an example crafted to be as distinguishable as possible.
 ```

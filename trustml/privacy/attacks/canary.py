@@ -94,6 +94,9 @@ def canary_probe(canary: Canary, tokenizer: WordTokenizer, label_names: Sequence
     unknown = [s for s in symbols if s not in alphabet]
     if unknown:
         raise ValueError(f"secret symbols {unknown} are not in the alphabet {list(alphabet)}")
+    missing = [s for s in alphabet if not _in_vocabulary(tokenizer, s)]
+    if missing:
+        raise ValueError(f"alphabet symbols {missing} are not in the tokenizer's vocabulary (train on more data)")
     alphabet_ids = torch.tensor([tokenizer.token_to_id(s) for s in alphabet])
     input_ids = tokenizer.encode([canary.text])[0][0]
     positions = torch.arange(len(prefix), len(prefix) + len(symbols))
@@ -103,6 +106,14 @@ def canary_probe(canary: Canary, tokenizer: WordTokenizer, label_names: Sequence
     if not torch.equal(input_ids[positions], alphabet_ids[list(secret)]):
         raise ValueError(f"the tokenizer does not keep the secret of {canary.text!r} as separate symbols")
     return CanaryProbe(input_ids, positions, label_names.index(canary.intent), alphabet_ids, secret)
+
+
+def _in_vocabulary(tokenizer: WordTokenizer, token: str) -> bool:
+    try:
+        tokenizer.token_to_id(token)
+    except KeyError:
+        return False
+    return True
 
 
 @torch.no_grad()
