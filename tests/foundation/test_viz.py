@@ -34,6 +34,7 @@ def test_live_explorer_recomputes():
         return TABLE[TABLE.epsilon == 8]
 
     widget = live_explorer(compute, x="epoch", y="accuracy", epsilon=(1.0, 8.0, 1.0))
+    assert widget.children[0].value == 1.0, "the slider starts at compute's default"
     widget.children[0].value = 3.0
     assert calls[-1] == 3.0
     with pytest.raises(ValueError, match="slider"):

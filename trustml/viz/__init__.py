@@ -11,6 +11,7 @@ x and y columns and an optional ``hue`` column (one line per value).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 
@@ -108,6 +109,7 @@ def live_explorer(compute: Callable[..., pd.DataFrame], *, x: str, y: str, hue: 
     if not sliders:
         raise ValueError("live_explorer needs at least one slider, e.g. epsilon=(0.5, 8.0, 0.5)")
 
+    @functools.wraps(compute)  # the sliders start at compute's defaults, not at the middle of their range
     def redraw(**values):
         figure = static_figure(compute(**values), x=x, y=y, hue=hue, title=title)
         plt.show()
