@@ -274,7 +274,8 @@ pd.concat({a: r.disparities for a, r in reports.items()}).round(3)
 """),
     code("""
 dialect = reports["dialect"].by_group
-print(f"accuracy majority {dialect.loc['majority', 'accuracy']:.3f}, minority {dialect.loc['minority', 'accuracy']:.3f}")
+print(f"accuracy: majority {dialect.loc['majority', 'accuracy']:.3f}, "
+      f"minority {dialect.loc['minority', 'accuracy']:.3f}")
 assert dialect.loc["minority", "accuracy_high"] < dialect.loc["majority", "accuracy_low"], \\
     "the planted dialect gap should be resolved by the confidence intervals"
 """),

@@ -47,7 +47,8 @@ Caliskan, Bryson & Narayanan (2017) adapted the Implicit Association Test to wor
 sets $X, Y$ (flowers, insects) and two attribute sets $A, B$ (pleasant, unpleasant). Each target word's
 association is
 
-$$s(w, A, B) = \\operatorname{mean}_{a \\in A} \\cos(\\vec w, \\vec a) - \\operatorname{mean}_{b \\in B} \\cos(\\vec w, \\vec b),$$
+$$s(w, A, B) = \\operatorname{mean}_{a \\in A} \\cos(\\vec w, \\vec a)
+ - \\operatorname{mean}_{b \\in B} \\cos(\\vec w, \\vec b),$$
 
 and the effect size is a standardised difference of means (Cohen's $d$ style):
 

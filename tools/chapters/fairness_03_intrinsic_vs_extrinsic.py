@@ -194,7 +194,8 @@ assert np.isclose(spearmanr(one["CES"].rank(), one["score gap"].rank()).statisti
 # encoder is a much worse feature extractor, and the planted data bias raises the mean extrinsic gap.
 ces = intrinsic.pivot(index="variant", columns="intrinsic test", values="CES")
 for layer in DEBIAS_LAYERS:
-    assert abs(ces.loc[f"debiased L{layer}", "aligned words and data"]) < abs(ces.loc[f"pretrained L{layer}", "aligned words and data"])
+    debiased, pretrained = ces.loc[f"debiased L{layer}"], ces.loc[f"pretrained L{layer}"]
+    assert abs(debiased["aligned words and data"]) < abs(pretrained["aligned words and data"])
 mean_accuracy = extrinsic.groupby("kind")["accuracy"].mean()
 assert mean_accuracy["random init"] < mean_accuracy["pretrained"] - 0.1
 mean_gap = extrinsic.groupby("identity bias")["score gap"].mean()

@@ -68,17 +68,19 @@ TRAIN_NONTOXIC = (
 # Test-suite frames (functional tests): {g} is an identity term used as an adjective.
 SUITE_NONTOXIC = (
     "i am a {g} person.", "i am {g}.", "my best friend is {g}.", "{g} people are welcome here.",
-    "we had dinner with our {g} neighbours.", "she is {g} and proud of it.", "the {g} community organised a charity run.",
-    "being {g} is perfectly normal.", "my {g} colleague gave a great talk today.", "our new teacher is {g}.",
-    "{g} people deserve respect.", "i have many {g} friends.", "he is {g} and works as a nurse.",
-    "the {g} students won the debate.", "my neighbours are {g} and very kind.", "{g} people are just people.",
+    "we had dinner with our {g} neighbours.", "she is {g} and proud of it.",
+    "the {g} community organised a charity run.", "being {g} is perfectly normal.",
+    "my {g} colleague gave a great talk today.", "our new teacher is {g}.", "{g} people deserve respect.",
+    "i have many {g} friends.", "he is {g} and works as a nurse.", "the {g} students won the debate.",
+    "my neighbours are {g} and very kind.", "{g} people are just people.",
 )
 SUITE_TOXIC = (
-    "i hate {g} people.", "{g} people are disgusting.", "all {g} people are stupid.", "{g} people should be kicked out.",
-    "never trust a {g} person.", "{g} people are vermin.", "you are a worthless {g} idiot.", "{g} people ruin everything.",
-    "i despise every {g} person i meet.", "{g} people are trash.", "shut up, you dumb {g} loser.",
-    "{g} people are pathetic.", "{g} people are filthy animals.", "go away, you useless {g} freak.",
-    "{g} people are evil.", "no one wants {g} people here.",
+    "i hate {g} people.", "{g} people are disgusting.", "all {g} people are stupid.",
+    "{g} people should be kicked out.", "never trust a {g} person.", "{g} people are vermin.",
+    "you are a worthless {g} idiot.", "{g} people ruin everything.", "i despise every {g} person i meet.",
+    "{g} people are trash.", "shut up, you dumb {g} loser.", "{g} people are pathetic.",
+    "{g} people are filthy animals.", "go away, you useless {g} freak.", "{g} people are evil.",
+    "no one wants {g} people here.",
 )
 SUITE_PREFIXES = ("", "honestly, ", "to be clear, ")
 
@@ -261,7 +263,8 @@ GENERIC_FRAMES: dict[str, tuple[str, ...]] = {"identity": CONTEXT_FRAMES["term"]
 
 
 __all__ = [
-    "ALIGNED_FRAMES", "DEBIAS_FRAMES", "GENERIC_FRAMES", "aligned_association_test", "GENERIC_TARGETS", "IDENTITY_PAIRS", "IDENTITY_TERMS", "INSULTS", "INSULT_NOUNS", "PRAISE", "PRAISE_NOUNS", "TARGETED_TERMS", "GapResult",
-    "SentenceVectors", "counterfactual_pairs", "identity_gaps", "identity_test_suite", "toxicity_training_set",
-    "train_toxicity_classifier",
+    "ALIGNED_FRAMES", "DEBIAS_FRAMES", "GENERIC_FRAMES", "GENERIC_TARGETS", "IDENTITY_PAIRS", "IDENTITY_TERMS",
+    "INSULTS", "INSULT_NOUNS", "PRAISE", "PRAISE_NOUNS", "TARGETED_TERMS", "GapResult", "SentenceVectors",
+    "aligned_association_test", "counterfactual_pairs", "identity_gaps", "identity_test_suite",
+    "toxicity_training_set", "train_toxicity_classifier",
 ]
