@@ -16,6 +16,7 @@ from trustml.federated.partition import (
     label_counts,
     label_skew_assignment,
     make_partitioner,
+    mean_tv_distance,
     partition,
     partition_rows,
     plot_label_distributions,
@@ -35,11 +36,13 @@ def frame() -> pd.DataFrame:
     return pd.DataFrame({"text": texts, "label": labels, "device_id": device, "period": rng.integers(4, size=n)})
 
 
-def mean_tv_to_global(counts: pd.DataFrame) -> float:
-    """Mean total-variation distance between each client's label mix and the global one."""
-    share = counts.div(counts.sum(1), axis=0)
-    overall = counts.sum(0) / counts.values.sum()
-    return float((0.5 * (share - overall).abs().sum(1)).mean())
+def test_mean_tv_distance_by_hand():
+    counts = pd.DataFrame([[10, 0], [0, 10]])  # global mix (½, ½); each client all on one label
+    assert mean_tv_distance(counts) == pytest.approx(0.5)
+    assert mean_tv_distance(pd.DataFrame([[3, 6], [1, 2]])) == pytest.approx(0.0)
+
+
+mean_tv_to_global = mean_tv_distance
 
 
 def assert_is_a_partition(rows, n):

@@ -122,6 +122,14 @@ def label_counts(partitioner: Partitioner, *, label: str = "label") -> pd.DataFr
     return table.fillna(0).astype(int)
 
 
+def mean_tv_distance(counts: pd.DataFrame) -> float:
+    """Mean over clients of the total-variation distance ½ Σ_c |q_k(c) − p(c)| between a client's label mix
+    q_k and the global one p (rows of ``counts``: clients; 0 = IID, 1 = disjoint labels)."""
+    share = counts.div(counts.sum(axis=1), axis=0)
+    overall = counts.sum(axis=0) / counts.to_numpy().sum()
+    return float((0.5 * (share - overall).abs().sum(axis=1)).mean())
+
+
 def plot_label_distributions(partitioner: Partitioner, *, label: str = "label", max_num_partitions: int | None = 30,
                              size_unit: str = "absolute", **options):
     """flwr-datasets' per-partition label plot (stacked bars): returns ``(figure, axes, table)``."""
@@ -392,6 +400,7 @@ def sentence_embeddings(texts: Sequence[str], *, method: str = "tfidf", dim: int
 
 __all__ = [
     "FeatureSkewPartitioner", "HeavyTailedPartitioner", "LabelSkewPartitioner", "PARTITIONERS",
-    "QuantitySkewPartitioner", "ShuffledIidPartitioner", "equal_sizes", "label_counts", "make_partitioner",
+    "QuantitySkewPartitioner", "ShuffledIidPartitioner", "equal_sizes", "label_counts", "label_skew_assignment",
+    "make_partitioner", "mean_tv_distance",
     "natural", "partition", "partition_rows", "plot_label_distributions", "sentence_embeddings", "to_dataset",
 ]
