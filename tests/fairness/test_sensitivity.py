@@ -19,7 +19,8 @@ def tiny_models(kind, seed):
     if kind == "embedding_classifier":
         make = lambda c: EmbeddingClassifier(12, c, embed_dim=5, hidden_dim=7)  # noqa: E731
     else:
-        make = lambda c: TransformerClassifier(12, c, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_length=6)  # noqa: E731
+        make = lambda c: TransformerClassifier(  # noqa: E731
+            12, c, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_length=6)
     return make(3).double().eval(), make(2).double().eval()
 
 

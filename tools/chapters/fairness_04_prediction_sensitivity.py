@@ -1,4 +1,5 @@
-"""Source of book/fairness/04_prediction_sensitivity.ipynb (run: python -m tools.chapters.fairness_04_prediction_sensitivity)."""
+"""Source of book/fairness/04_prediction_sensitivity.ipynb
+(run: python -m tools.chapters.fairness_04_prediction_sensitivity)."""
 
 from tools.notebook import code, md, write_notebook
 
@@ -151,7 +152,8 @@ largest for predictions near 0.5 and small for confident ones, while the counter
     code("""
 top = audits[SEED][DEGREES[-1]].examples
 top["confidence"] = pd.cut((top["p_hire"] - 0.5).abs(), [0, 0.2, 0.35, 0.5], labels=["low", "medium", "high"])
-top[top["has_swap_term"]].groupby("confidence", observed=True)[["aps", "aps_logit", "counterfactual_gap"]].mean().round(4)
+named = top[top["has_swap_term"]]
+named.groupby("confidence", observed=True)[["aps", "aps_logit", "counterfactual_gap"]].mean().round(4)
 """),
     md("""
 **2. Proxies.** The counterfactual gap only sees words on the swap list. On anonymous texts there is

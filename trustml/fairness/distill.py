@@ -138,7 +138,8 @@ class TeacherCache:
         swapped_ids, swapped_mask = tokenizer.encode(swapped)
         length = max(input_ids.shape[1], swapped_ids.shape[1])
         input_ids, attention_mask, swapped_ids, swapped_mask = (
-            nn.functional.pad(t, (0, length - t.shape[1])) for t in (input_ids, attention_mask, swapped_ids, swapped_mask))
+            nn.functional.pad(t, (0, length - t.shape[1]))
+            for t in (input_ids, attention_mask, swapped_ids, swapped_mask))
         teacher.eval()
 
         def run(ids, mask):
@@ -402,8 +403,8 @@ def occupation_bios(n: int = 1200, *, balanced: bool = False, female_share: dict
     for _ in range(n):
         occupation = occupations[rng.integers(len(occupations))]
         female = rng.random() < (0.5 if balanced else shares[occupation])
-        cues = [BIO_CUES[occupation][rng.integers(4)] if rng.random() < cue_purity else all_cues[rng.integers(len(all_cues))]
-                for _ in range(2)]
+        cues = [BIO_CUES[occupation][rng.integers(4)] if rng.random() < cue_purity
+                else all_cues[rng.integers(len(all_cues))] for _ in range(2)]
         text = BIO_FRAMES[rng.integers(len(BIO_FRAMES))].format(
             name=NAMES_EN[rng.integers(len(NAMES_EN))][int(female)], he="she" if female else "he",
             his="her" if female else "his", cue1=cues[0], cue2=cues[1], adjective=_ADJECTIVES[rng.integers(8)])
@@ -424,7 +425,8 @@ class LMClassifier(nn.Module):
         if hasattr(self.lm, "hidden_states") and callable(self.lm.hidden_states):
             hidden = self.lm.hidden_states(input_ids, attention_mask)
         else:  # Hugging Face
-            hidden = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[-1]
+            output = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            hidden = output.hidden_states[-1]
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return self.head((hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0))
 
@@ -478,6 +480,6 @@ def downstream_gaps(classifier: LMClassifier, tokenizer, frame: pd.DataFrame, *,
 
 __all__ = [
     "BIO_CUES", "COMBINE", "DISPARITY_METHODS", "SCOPES", "VARIANTS", "DisparityResult", "LMClassifier", "TeacherCache",
-    "distill", "downstream_gaps", "evaluate_lm", "finetune_classifier", "gender_disparity", "occupation_bios", "perturb_teacher",
-    "token_permutation",
+    "distill", "downstream_gaps", "evaluate_lm", "finetune_classifier", "gender_disparity", "occupation_bios",
+    "perturb_teacher", "token_permutation",
 ]

@@ -172,7 +172,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = (f(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2) for f in (self.query, self.key, self.value))
+        q, k, v = (f(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+                   for f in (self.query, self.key, self.value))
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
         allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None, None] & \
             padding_mask.bool()[:, None, None, :]
