@@ -213,6 +213,9 @@ print(weat1[["CES", "SE", "p", "tau^2"]].round(4))
 assert (weat1["CES"] > 0.5).all() and (weat1["p"] < 0.01).all()
 words = word_level[word_level["test"] == "weat1"]
 assert (words["effect size"] > 0.5).all() and (words["p"] < 0.01).all()
+from trustml.viz import glue  # for the book's front page
+
+glue("ceat_weat1_last_layer", float(weat1["CES"].iloc[-1]))
 """),
     md("""
 ## The CEAT table: test × layer

@@ -105,6 +105,10 @@ print(mean_accuracy.round(3).to_dict())
 assert mean_accuracy[1.0] < mean_accuracy[math.inf] - 0.05, "ε = 1 should cost accuracy"
 assert mean_accuracy[1.0] < mean_accuracy[8.0] < mean_accuracy[math.inf], "accuracy decreases as ε decreases"
 assert (np.diff(mean_accuracy.to_numpy()) > -0.02).all(), "no budget should be clearly worse than a smaller one"
+from trustml.viz import glue  # for the book's front page
+
+glue("accuracy_eps_inf", float(mean_accuracy[math.inf]))
+glue("accuracy_eps_1", float(mean_accuracy[1.0]))
 """),
     md(r"""
 ## Is the printed ε the accountant's?
