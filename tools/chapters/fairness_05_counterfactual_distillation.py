@@ -204,6 +204,11 @@ assert (table.loc[debiased, "fairness (avg)"] > plain["fairness (avg)"]).all()
 assert (table.loc[["perturb (mean)", "perturb (max)", "cda + perturb (mean)"], "fairness (avg)"]
         > plain["fairness (avg)"] + 0.2).all()
 assert table.loc["cda + perturb (mean)", "fairness (worst)"] > plain["fairness (worst)"]
+from trustml.viz import glue  # for the book's front page
+
+glue("distill_fairness_plain", float(plain["fairness (avg)"]))
+glue("distill_fairness_debiased", float(table.loc["cda + perturb (mean)", "fairness (avg)"]))
+glue("distill_perplexity_cost", float(table.loc["cda + perturb (mean)", "perplexity"] / plain["perplexity"] - 1))
 """),
     md("""
 **The cost.** Perplexity rises a little for the debiased students — on *gendered* held-out text the
