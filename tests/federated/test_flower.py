@@ -14,12 +14,16 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MessageType
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from trustml.federated.flower import DEFAULT_RUN_CONFIG, ActivityFedAvg, DeviceInfo, app_dir, resolve_config
 from trustml.federated.flower.task import load_federated_task, selection_of, training_of
