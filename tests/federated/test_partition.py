@@ -191,3 +191,17 @@ def test_empty_partitions_are_an_error(frame):
     with pytest.raises(ValueError, match="every partition needs at least one row"):
         p = LabelSkewPartitioner(3, alpha=1.0, partition_sizes=[10, 0, 5])
         p.dataset = to_dataset(frame)
+
+
+@pytest.mark.slow
+def test_minilm_sentence_embeddings_are_the_encoders_and_cached(tmp_path, monkeypatch):
+    from trustml.federated.partition import sentence_embeddings
+    from trustml.models import load_minilm
+
+    monkeypatch.setenv("TRUSTML_CACHE", str(tmp_path))
+    texts = ["turn the lights on", "play some jazz", "turn the lights on", "what is the weather in paris"]
+    vectors = sentence_embeddings(texts, method="minilm")
+    expected = load_minilm().sentence_vectors(texts).numpy()
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert list((tmp_path / "sentence_vectors").glob("minilm-*.npy")), "vectors are cached on disk"
+    np.testing.assert_array_equal(sentence_embeddings(texts, method="minilm"), vectors)
