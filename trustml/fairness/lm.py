@@ -4,7 +4,7 @@ associations — the offline teacher and student of the role-reversal distillati
 * :class:`LMTokenizer` — word-level (Hugging Face ``tokenizers``), with ``[BOS]``/``[EOS]``; a
   :meth:`~LMTokenizer.fingerprint` lets distillation refuse a student with a different vocabulary.
 * :class:`CausalLM` — a GPT-style pre-LayerNorm Transformer decoder written from Embedding, Linear and
-  LayerNorm (causal self-attention from four Linear layers); ``forward(input_ids, attention_mask=None)``
+  LayerNorm (``trustml.models``' Transformer blocks with ``causal=True``); ``forward(input_ids, attention_mask=None)``
   returns next-token logits (B, T, V). :func:`train_lm`, :func:`perplexity`, :func:`next_token_probs`,
   :func:`generate`.
 * :func:`occupation_corpus` — sentences such as ``"the nurse said that she would help ."`` where the
@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
+
+from trustml.models.classifiers import TransformerBlock
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 
@@ -158,45 +160,6 @@ class HFTokenizer:
 
 # ---- The model ----
 
-class CausalSelfAttention(nn.Module):
-    """Masked multi-head self-attention from four Linear layers: position t attends to positions ≤ t."""
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.n_heads, self.d_head = n_heads, d_model // n_heads
-        self.query, self.key, self.value = (nn.Linear(d_model, d_model) for _ in range(3))
-        self.out = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = (f(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-                   for f in (self.query, self.key, self.value))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
-        allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None, None] & \
-            padding_mask.bool()[:, None, None, :]
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        attention = self.dropout(scores.softmax(-1))
-        return self.out((attention @ v).transpose(1, 2).reshape(B, T, -1))
-
-
-class DecoderBlock(nn.Module):
-    """Pre-LayerNorm decoder block: x + attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attention = CausalSelfAttention(d_model, n_heads, dropout)
-        self.ff_in, self.ff_out = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.norm1(x), padding_mask))
-        return x + self.dropout(self.ff_out(nn.functional.gelu(self.ff_in(self.norm2(x)))))
-
-
 class CausalLM(nn.Module):
     """A small GPT-style language model: token + position embeddings, ``n_layers`` decoder blocks, a final
     LayerNorm and a linear next-token head. ``forward(input_ids, attention_mask=None) -> logits (B, T, V)``;
@@ -214,7 +177,8 @@ class CausalLM(nn.Module):
                        "d_ff": d_ff, "max_length": max_length, "dropout": dropout}
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=0)
         self.position = nn.Embedding(max_length, d_model)
-        self.blocks = nn.ModuleList(DecoderBlock(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, d_ff, dropout, causal=True)
+                                    for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
 

@@ -28,7 +28,22 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
-class EmbeddingClassifier(nn.Module):
+class _TextClassifier(nn.Module):
+    """Input handling both classifiers share: token ids or soft embeddings, and the padding mask."""
+
+    embedding: nn.Embedding
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embedding
+
+    def _embed(self, input_ids, attention_mask, inputs_embeds) -> tuple[torch.Tensor, torch.Tensor]:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        embeds = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
+        return embeds, _padding_mask(input_ids, attention_mask, embeds.shape).to(embeds.device)
+
+
+class EmbeddingClassifier(_TextClassifier):
     """Mean-pooled word embeddings → hidden ReLU layer → class logits (a fastText-style intent model)."""
 
     def __init__(self, vocab_size: int, num_classes: int, *, embed_dim: int = 64, hidden_dim: int = 64,
@@ -45,25 +60,25 @@ class EmbeddingClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_dim, num_classes)
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embedding
-
     def forward(self, input_ids: torch.Tensor | None = None, *, attention_mask: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        embeds = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
-        pooled = masked_mean(embeds, _padding_mask(input_ids, attention_mask, embeds.shape).to(embeds.device))
+        embeds, mask = self._embed(input_ids, attention_mask, inputs_embeds)
+        pooled = masked_mean(embeds, mask)
         return self.head(self.dropout(torch.relu(self.hidden(pooled))))
 
 
 class SelfAttention(nn.Module):
-    """Multi-head scaled dot-product self-attention from four Linear layers (Vaswani et al. 2017)."""
+    """Multi-head scaled dot-product self-attention from four Linear layers (Vaswani et al. 2017).
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+    Padding keys are masked; with ``causal=True`` position t also attends only to positions ≤ t (the
+    language models of the fairness chapters use it so).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, *, causal: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.causal = causal
         self.n_heads, self.d_head = n_heads, d_model // n_heads
         self.query, self.key, self.value = (nn.Linear(d_model, d_model) for _ in range(3))
         self.out = nn.Linear(d_model, d_model)
@@ -73,18 +88,21 @@ class SelfAttention(nn.Module):
         B, T, _ = x.shape
         q, k, v = (f(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2) for f in (self.query, self.key, self.value))
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
-        scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+        allowed = mask.bool()[:, None, None, :]
+        if self.causal:
+            allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         attention = self.dropout(scores.softmax(-1))
         return self.out((attention @ v).transpose(1, 2).reshape(B, T, -1))
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm Transformer encoder block."""
+    """Pre-LayerNorm Transformer block: x + attention(LN(x)), then x + MLP(LN(x)); ``causal`` for decoders."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, *, causal: bool = False):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attention = SelfAttention(d_model, n_heads, dropout)
+        self.attention = SelfAttention(d_model, n_heads, dropout, causal=causal)
         self.ff_in, self.ff_out = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
         self.dropout = nn.Dropout(dropout)
 
@@ -93,7 +111,7 @@ class TransformerBlock(nn.Module):
         return x + self.dropout(self.ff_out(torch.nn.functional.gelu(self.ff_in(self.norm2(x)))))
 
 
-class TransformerClassifier(nn.Module):
+class TransformerClassifier(_TextClassifier):
     """A small Transformer encoder: token + position embeddings, ``n_layers`` blocks, mean-pool, linear head."""
 
     def __init__(self, vocab_size: int, num_classes: int, *, d_model: int = 64, n_heads: int = 4, n_layers: int = 2,
@@ -110,21 +128,15 @@ class TransformerClassifier(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embedding
-
     def forward(self, input_ids: torch.Tensor | None = None, *, attention_mask: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        embeds = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
+        embeds, mask = self._embed(input_ids, attention_mask, inputs_embeds)
         B, T, _ = embeds.shape
         if T > self.max_length:
             raise ValueError(f"sequence length {T} exceeds max_length={self.max_length}")
         # Position ids 0..T-1 for every row, as a broadcast view (no copy); Opacus' ghost mode needs
         # `.contiguous()` ids, which trustml.bench makes for it — trustml's engine takes the view as is.
         positions = torch.arange(T, device=embeds.device).expand(B, T)
-        mask = _padding_mask(input_ids, attention_mask, embeds.shape).to(embeds.device)
         x = embeds + self.position(positions)
         for block in self.blocks:
             x = block(x, mask)
