@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from trustml.data import load_intent_task
+from trustml.fairness import group_accuracy
 from trustml.models import EmbeddingClassifier, predict, train_classifier
 from trustml.viz import glue, live_explorer, setup_plotly, slider_figure, static_figure
 
@@ -45,17 +46,20 @@ task.train_frame["dialect"].value_counts(normalize=True).round(3)
     md("""
 ## Per-group accuracy
 
-Train on the corpus as it is, then compare accuracy on the test utterances of each group.
+Train on the corpus as it is, then compare accuracy on the test utterances of each group
+(`trustml.fairness.group_accuracy`, built on Fairlearn's `MetricFrame`; the group-fairness chapter
+covers it and its confidence intervals).
 """),
     code("""
-def group_accuracy(train_rows, seed=SEED):
+def accuracy_by_dialect(train_rows, seed=SEED):
     torch.manual_seed(seed)
     model = EmbeddingClassifier(task.tokenizer.vocab_size, task.num_classes)
     train_classifier(model, task.tensors(task.train_frame.loc[train_rows]), epochs=EPOCHS, seed=seed)
-    correct = (predict(model, task.test).argmax(-1) == task.test.tensors[1]).numpy()
-    return pd.Series(correct).groupby(task.test_frame["dialect"].to_numpy()).mean()
+    report = group_accuracy(task.test.tensors[1].numpy(), predict(model, task.test).argmax(-1).numpy(),
+                            sensitive_features=task.test_frame["dialect"].to_numpy())
+    return report.by_group["accuracy"]
 
-by_dialect = group_accuracy(task.train_frame.index)
+by_dialect = accuracy_by_dialect(task.train_frame.index)
 by_dialect.round(3)
 """),
     code("""
@@ -76,7 +80,7 @@ majority_rows = task.train_frame.index[task.train_frame["dialect"] == "majority"
 
 def gap_table(kept_fraction, seed=SEED):
     kept = rng.permutation(minority_rows)[: max(1, int(kept_fraction * len(minority_rows)))]
-    accuracy = group_accuracy(np.concatenate([majority_rows, kept]), seed=seed)
+    accuracy = accuracy_by_dialect(np.concatenate([majority_rows, kept]), seed=seed)
     return pd.DataFrame({"group": accuracy.index, "test accuracy": accuracy.to_numpy(),
                          "minority data kept": kept_fraction})
 
