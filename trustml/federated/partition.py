@@ -136,7 +136,7 @@ def plot_label_distributions(partitioner: Partitioner, *, label: str = "label", 
     from flwr_datasets.visualization import plot_label_distributions as flwr_plot
 
     return flwr_plot(partitioner, label_name=label, max_num_partitions=max_num_partitions, size_unit=size_unit,
-                     legend=False, **options)
+                     legend=False, verbose_labels=False, **options)
 
 
 # ----------------------------------------------------------------------------------- partitioners
