@@ -13,12 +13,7 @@ from trustml.fairness.distill import (
 from trustml.fairness.lm import CausalLM, LMTokenizer, occupation_corpus, train_lm
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fairness/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,7 @@ from trustml.fairness.lm import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: on a shared CPU, thread hand-offs cost more than the arithmetic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fairness/conftest.py
 
 
 @pytest.fixture(scope="module")
