@@ -26,6 +26,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--no-first-run", "--disable-component-update", "--disable-sync"]
 
 
+pytestmark = pytest.mark.timeout(1800)  # alone, the site fixture first runs every notebook (QUICK)
+
+
 @pytest.fixture(scope="module")
 def site() -> pathlib.Path:
     return build_quick_site()

@@ -8,6 +8,7 @@ twins, smaller experiments. The browser and link tests in ``tests/site`` run aga
 from __future__ import annotations
 
 import html.parser
+import json
 import pathlib
 import re
 import shutil
@@ -44,6 +45,18 @@ def execute_quick(path: pathlib.Path) -> pathlib.Path:
     return target
 
 
+def completed(executed: pathlib.Path) -> bool:
+    """Whether ``executed`` is a papermill run of the current notebook that finished without an error."""
+    if not executed.exists():
+        return False
+    source = ROOT / executed.relative_to(EXECUTED)
+    if executed.stat().st_mtime < source.stat().st_mtime:
+        return False
+    cells = [c for c in json.loads(executed.read_text())["cells"] if c["cell_type"] == "code"]
+    return all(c.get("execution_count") is not None for c in cells) and not any(
+        o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
+
+
 def build_quick_site(out: pathlib.Path = ARTIFACTS / "site") -> pathlib.Path:
     """Build the book from QUICK-executed notebooks (running any not executed yet); returns the html folder."""
     source = out / "src"
@@ -60,7 +73,7 @@ def build_quick_site(out: pathlib.Path = ARTIFACTS / "site") -> pathlib.Path:
         shutil.copy(page, source / page.relative_to(ROOT))
     for notebook in notebooks():
         executed = EXECUTED / notebook.relative_to(ROOT)
-        if not executed.exists():
+        if not completed(executed):
             execute_quick(notebook)
         (source / notebook.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(executed, source / notebook.relative_to(ROOT))
