@@ -24,12 +24,15 @@ def teacher_config(text: str) -> str:
 
 
 def main() -> int:
-    config = ROOT / "_build" / "_config_teacher.yml"
-    config.parent.mkdir(exist_ok=True)
+    # Beside _config.yml, because jupyter-book resolves the config's relative paths (local_extensions) from it.
+    config = ROOT / "_config.teacher.yml"
     config.write_text(teacher_config((ROOT / "_config.yml").read_text()))
-    command = ["jupyter-book", "build", "--all", "-W", "-n", "--keep-going", "--config", str(config),
-               "--path-output", str(ROOT / "_build" / "teacher"), str(ROOT)]
-    return subprocess.call(command)
+    command = [str(pathlib.Path(sys.executable).parent / "jupyter-book"), "build", "--all", "-W", "-n",
+               "--keep-going", "--config", str(config), "--path-output", str(ROOT / "_build" / "teacher"), str(ROOT)]
+    try:
+        return subprocess.call(command)
+    finally:
+        config.unlink()
 
 
 if __name__ == "__main__":
