@@ -96,7 +96,8 @@ $$\lVert G_i^\top A_i\rVert_F^2 = \operatorname{tr}(A_i^\top G_i G_i^\top A_i)
 
 two $T\times T$ Gram matrices: cost $T^2(d+p)$ instead of $Tdp$. For $T=1$ it is
 $\lVert a_i\rVert^2\lVert g_i\rVert^2$. The engine takes whichever formula is cheaper, per layer
-(Li et al. 2022). The bias gradient is $\sum_t g_{it}$: its norm is direct.
+(Li et al. 2022). The bias gradient is $\sum_t g_{it}$, and its squared norm
+$\sum_{t,s}\langle g_{it}, g_{is}\rangle$ is the sum of the entries of $G_iG_i^\top$, already computed.
 
 **Embedding layer.** Row $v$ of $\nabla E_i$ is $\sum_{t:\,\mathrm{id}_t=v} g_t$, so
 
@@ -106,7 +107,9 @@ no $V\times d$ matrix per example. One subtlety: PyTorch never updates the **pad
 per-example gradient excludes padding positions — counting them would over-estimate the norm and clip
 too much.
 
-**LayerNorm**: the per-example gradients $\sum_t g_t\odot\hat x_t$ are only $d$ numbers; compute them.
+**LayerNorm**: the per-example gradients $\sum_t g_t\odot\hat x_t$ are only $d$ numbers; compute them
+(with $\hat x_t = (x_t-\mu_t)/\sqrt{\sigma_t^2+\epsilon}$ rebuilt from the mean and inverse deviation that
+autograd saved in the forward pass).
 
 ## Book-keeping: the clipped sum for the price of one gradient
 

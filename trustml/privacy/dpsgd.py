@@ -165,10 +165,11 @@ class DPSGD:
         stats = self.engine.clipped_sum(losses, groups=groups)
         divisor = self.expected_units(batch)
         with torch.no_grad():
-            for layer in self.engine.layers:
-                for p in layer.params.values():
-                    noise = torch.randn(p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype)
-                    p.grad.add_(noise, alpha=sigma * self.sensitivity).div_(divisor)
+            grads = [p.grad for layer in self.engine.layers for p in layer.params.values()]
+            noises = [torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
+                      for g in grads]
+            torch._foreach_add_(grads, noises, alpha=sigma * self.sensitivity)  # one call for all parameters
+            torch._foreach_div_(grads, divisor)
         if self._poisson_pending:
             self.accountant.step(noise_multiplier=sigma, sample_rate=self.sample_rate)
         else:

@@ -18,7 +18,9 @@ gradient is clipped, as TF Privacy's ``num_microbatches``); clipping ``flat`` (o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 from collections.abc import Mapping
 
 import torch
@@ -38,6 +40,9 @@ class UnsupportedLayerError(TypeError):
     """A layer holds trainable parameters but the engine has no per-example rule for it."""
 
 
+Prepared = torch.Tensor | tuple[torch.Tensor, ...]  # what a rule's ``prepare`` keeps: (B, T, ·) tensor(s)
+
+
 @dataclasses.dataclass
 class _Layer:
     name: str
@@ -45,6 +50,33 @@ class _Layer:
     rule: LayerRule
     params: dict[str, nn.Parameter]
     records: list = dataclasses.field(default_factory=list)  # (prepared input, gradient edge of the output)
+
+
+def add_all(tensors):
+    """t₁ + t₂ + … (Python's ``sum`` would add a first ``0 + t₁`` operation)."""
+    return functools.reduce(operator.add, tensors)
+
+
+def same_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else x.to(dtype)  # skips a dispatched no-op call
+
+
+def n_tokens(inputs: Prepared) -> int:
+    return (inputs[0] if isinstance(inputs, tuple) else inputs).shape[1]
+
+
+def slice_tokens(inputs: Prepared, start: int, stop: int) -> Prepared:
+    if isinstance(inputs, tuple):
+        return tuple(part[:, start:stop] for part in inputs)
+    return inputs[:, start:stop]
+
+
+def cat_tokens(calls: list[Prepared]) -> Prepared:
+    if len(calls) == 1:
+        return calls[0]
+    if isinstance(calls[0], tuple):
+        return tuple(torch.cat(parts, 1) for parts in zip(*calls))
+    return torch.cat(calls, 1)
 
 
 @dataclasses.dataclass
@@ -62,14 +94,18 @@ class ClipStats:
         return float((self.norms > self.max_grad_norm).float().mean()) if self.n_units else float("nan")
 
 
-def _token_mass(G: torch.Tensor) -> torch.Tensor:
-    """(T,) non-negative, zero exactly where every example's gradient at that token is zero.
+def _per_token(G: torch.Tensor) -> torch.Tensor:
+    """(B, T) non-negative, zero exactly where the example's gradient at that token is zero.
 
     Per-token 2-norms are one fused reduction when G's last dimension is contiguous (a token counts as
     zero only if its squares underflow, every entry below ~1e-19 in float32: nothing a norm resolves).
     """
-    per_token = torch.linalg.vector_norm(G, 2, dim=2) if G.stride(2) == 1 else G.abs().sum(2)
-    return per_token.sum(0)
+    return torch.linalg.vector_norm(G, 2, dim=2) if G.stride(2) == 1 else G.abs().sum(2)
+
+
+def _token_mass(G: torch.Tensor) -> torch.Tensor:
+    """(T,) non-negative, zero exactly where every example's gradient at that token is zero."""
+    return _per_token(G).sum(0)
 
 
 def nonzero_span(G: torch.Tensor, hint: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -81,7 +117,7 @@ def nonzero_span(G: torch.Tensor, hint: tuple[int, int] | None = None) -> tuple[
     T = G.shape[1]
     if hint is not None and hint != (0, T):
         outside = [G[:, :hint[0]], G[:, hint[1]:]]
-        if not any(bool(_token_mass(part).any()) for part in outside if part.shape[1]):
+        if not any(bool(_per_token(part).any()) for part in outside if part.shape[1]):
             return hint
     nonzero = torch.nonzero(_token_mass(G)).flatten()
     return (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
@@ -171,7 +207,7 @@ class ClippingEngine:
             if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad:
                 # The output's gradient edge, not the output: the tensor's memory can be freed, and the
                 # edge still receives the gradient of this value if the output is later changed in place.
-                layer.records.append((layer.rule.prepare(module, inputs[0]), get_gradient_edge(output)))
+                layer.records.append((layer.rule.prepare(module, inputs[0], output), get_gradient_edge(output)))
         return hook
 
     def remove(self) -> None:
@@ -245,10 +281,10 @@ class ClippingEngine:
                     raise ValueError(f"layer {layer.name!r} saw a batch of {G.shape[0]} rows but losses has {B}: "
                                      "the engine assumes batch-first inputs and one forward pass per step")
                 As.append(A)
-                Gs.append(G.reshape(B, A.shape[1], -1))
+                Gs.append(G.reshape(B, n_tokens(A), -1))
             if not As:
                 continue
-            A, G = (torch.cat(As, 1), torch.cat(Gs, 1)) if len(As) > 1 else (As[0], Gs[0])
+            A, G = cat_tokens(As), (torch.cat(Gs, 1) if len(Gs) > 1 else Gs[0])
             G = G.detach()
             if self.trim_zero_tokens and G.shape[1] > 1:
                 # Tokens that contribute nothing to any formula (padding) are dropped: the rule may know
@@ -260,7 +296,9 @@ class ClippingEngine:
                     span = nonzero_span(G, hint=spans.get(G.shape[1]))
                 spans[G.shape[1]] = span
                 if span != (0, G.shape[1]):
-                    A, G = A[:, span[0]:span[1]], G[:, span[0]:span[1]]
+                    A, G = slice_tokens(A, *span), G[:, span[0]:span[1]]
+            if G.stride(2) != 1:  # e.g. the key projection's, transposed by q @ kᵀ: a compact copy reads faster
+                G = G.contiguous()
             if layer.rule.finish is not None:
                 A = layer.rule.finish(layer.module, A)
             data.append((layer, A, G))
@@ -305,20 +343,21 @@ class ClippingEngine:
             if unit_of is not None:
                 A, G = (self._group(t, unit_of, unit_size, n_units) for t in (A, G))
             per_param = layer.rule.norms_sq(layer.module, A, G, step, step.state(layer.name))
-            norms_sq[layer.name] = sum(per_param.values())
+            norms_sq[layer.name] = add_all(per_param.values())
         if self.mode == "micro_batch":  # the micro-batch *mean*: divide the sum's norm by the size
             scale = unit_size.to(next(iter(norms_sq.values())).dtype)
             norms_sq = {name: n / scale.square() for name, n in norms_sq.items()}
+        # Ghost norms are sums of products that can round a tiny norm² below zero: floor at 0.
+        norm = add_all(norms_sq.values()).clamp_min(0.0).sqrt_()
         if self.clipping == "flat":
-            total = torch.sqrt(sum(norms_sq.values()))
-            f = (self.max_grad_norm / (total + STABILITY)).clamp(max=1.0)
+            f = (self.max_grad_norm / (norm + STABILITY)).clamp_(max=1.0)
             factors = {name: f for name in norms_sq}
         else:
-            factors = {name: (self.bounds[name] / (n.sqrt() + STABILITY)).clamp(max=1.0) for name, n in norms_sq.items()}
-            total = torch.sqrt(sum(norms_sq.values()))
+            factors = {name: (self.bounds[name] / (n.clamp_min(0.0).sqrt_() + STABILITY)).clamp_(max=1.0)
+                       for name, n in norms_sq.items()}
         if self.mode == "micro_batch":  # per-example coefficient c_i = f_unit(i) / |unit(i)|
             factors = {name: (f / unit_size.to(f.dtype))[unit_of] for name, f in factors.items()}
-        return factors, total.detach()
+        return factors, norm.detach()
 
     def _write_grads(self, data, factors, losses: torch.Tensor, step: Step) -> None:
         seen = {layer.name for layer, _, _ in data}
@@ -334,7 +373,7 @@ class ClippingEngine:
             groups.setdefault(key, []).append((layer, A, G))
         for members in groups.values():
             layers = [layer for layer, _, _ in members]
-            cs = [factors[layer.name].to(G.dtype) for layer, _, G in members]
+            cs = [same_dtype(factors[layer.name], G.dtype) for layer, _, G in members]
             states = [step.state(layer.name) for layer in layers]
             if len(members) > 1:
                 sums = layers[0].rule.clipped_sum_shared([layer.module for layer in layers], members[0][1],
@@ -344,7 +383,7 @@ class ClippingEngine:
                 sums = [layer.rule.clipped_sum(layer.module, A, G, cs[0], step, states[0])]
             for layer, grads in zip(layers, sums):
                 for name, grad in grads.items():
-                    layer.params[name].grad = grad.to(layer.params[name].dtype)
+                    layer.params[name].grad = same_dtype(grad, layer.params[name].dtype)
         ghost_params = [p for layer in self.ghost_layers if layer.name in seen for p in layer.params.values()]
         if ghost_params:
             # Ghost clipping (Li et al. 2022): one more backward, on the re-weighted loss Σ_i c_i ℓ_i.

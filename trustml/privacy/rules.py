@@ -68,7 +68,8 @@ class LayerRule:
     gives the token range that can contribute (else the engine finds it from ``G``).
     """
 
-    prepare: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # raw layer input -> (B, T, ·), in the hook
+    # (module, raw layer input, layer output) -> a (B, T, ·) tensor, or a tuple of them, kept from the forward hook
+    prepare: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
     norms_sq: Callable[..., Tensors]
     clipped_sum: Callable[..., Tensors] | None = None
     check: Callable[[nn.Module], None] | None = None
@@ -111,6 +112,11 @@ def _tokens(shape) -> int:
 
 
 # ---------------------------------------------------------------- Linear
+def uses_ghost_norm(T: int, d: int, p: int) -> bool:
+    """Whether the ghost norm (B·T²·(d+p) work) is cheaper than the direct one (B·T·d·p) for a Linear layer."""
+    return T > 1 and T * (d + p) <= d * p
+
+
 def linear_weight_norms_sq(A: torch.Tensor, G: torch.Tensor, gram: Callable = gram) -> torch.Tensor:
     """‖∇W_i‖² for W of a Linear layer, ∇W_i = G_iᵀA_i (A_i: T×d, G_i: T×p).
 
@@ -122,7 +128,7 @@ def linear_weight_norms_sq(A: torch.Tensor, G: torch.Tensor, gram: Callable = gr
     p = G.shape[-1]
     if T == 1:
         return A.square().sum((1, 2)) * G.square().sum((1, 2))
-    if T * (d + p) <= d * p:
+    if uses_ghost_norm(T, d, p):
         return (gram(A) * gram(G)).sum((1, 2))
     return torch.bmm(G.transpose(1, 2), A).square().sum((1, 2))
 
@@ -132,46 +138,69 @@ def _linear_norms_sq(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, step: 
     if module.weight.requires_grad:
         norms["weight"] = linear_weight_norms_sq(A, G, step.gram)
     if module.bias is not None and module.bias.requires_grad:
-        bias_grads = G.sum(1)  # ∇b_i = Σ_t g_it
-        norms["bias"] = bias_grads.square().sum(1)
-        if not step.grouped:
-            state["bias"] = bias_grads
+        if module.weight.requires_grad and uses_ghost_norm(G.shape[1], A.shape[-1], G.shape[-1]):
+            # ‖∇b_i‖² = ‖Σ_t g_it‖² = Σ_{t,s} ⟨g_it, g_is⟩: the entries of the Gram matrix just computed.
+            norms["bias"] = step.gram(G).sum((1, 2))
+        else:
+            bias_grads = G.sum(1)  # ∇b_i = Σ_t g_it
+            norms["bias"] = bias_grads.square().sum(1)
+            if not step.grouped:
+                state["bias"] = bias_grads
     return norms
+
+
+def _bias_sum(G: torch.Tensor, c: torch.Tensor, state: dict) -> torch.Tensor:
+    """Σ_i c_i ∇b_i = Σ_i c_i Σ_t g_it."""
+    return c @ (state["bias"] if "bias" in state else G.sum(1))
 
 
 def _linear_clipped_sum(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, c: torch.Tensor, step: Step,
                         state: dict) -> Tensors:
-    # Σ_i c_i G_iᵀA_i = (c·G)ᵀA = Gᵀ(c·A) over all B·T rows: one weight gradient's cost
-    # (c scales whichever side is narrower).
+    # Σ_i c_i G_iᵀA_i = (c·G)ᵀA = Gᵀ(c·A) over all B·T rows: one weight gradient's cost.
     sums = {}
+    has_bias = module.bias is not None and module.bias.requires_grad
     if module.weight.requires_grad:
         p, d = G.shape[-1], A.shape[-1]
-        left, right = (G * c.view(-1, 1, 1), A) if p <= d else (G, A * c.view(-1, 1, 1))
-        sums["weight"] = left.reshape(-1, p).T @ right.reshape(-1, d)
-    if module.bias is not None and module.bias.requires_grad:
-        sums["bias"] = c @ (state["bias"] if "bias" in state else G.sum(1))
+        # The scaled side is a new tensor, and the other side is copied by the product unless it is
+        # contiguous: scale the narrower side, or G when A is copied anyway (then the bias sum reads
+        # the scaled rows while they are in cache).
+        if p <= d or not A.is_contiguous():
+            scaled = G * c.view(-1, 1, 1)
+            sums["weight"] = scaled.reshape(-1, p).T @ A.reshape(-1, d)
+            if has_bias:  # the scaled rows summed: Σ_i c_i Σ_t g_it
+                sums["bias"] = scaled.sum((0, 1))
+        else:
+            sums["weight"] = G.reshape(-1, p).T @ (A * c.view(-1, 1, 1)).reshape(-1, d)
+    if has_bias and "bias" not in sums:
+        sums["bias"] = _bias_sum(G, c, state)
     return sums
 
 
 def _linear_clipped_sum_shared(modules: list[nn.Linear], A: torch.Tensor, Gs: list[torch.Tensor],
                                cs: list[torch.Tensor], step: Step, states: list[dict]) -> list[Tensors]:
-    # [Σ_i c_i G_iᵀA_i for each layer] = one product [(c·G_1) … (c·G_k)]ᵀA, split by rows.
+    # [Σ_i c_i G_iᵀA_i for each layer] = one product [G_1 … G_k]ᵀ(c·A), split by rows (with one clipping
+    # factor per example; per-layer clipping scales each G by its own factors instead).
     if not all(m.weight.requires_grad for m in modules):
         return [_linear_clipped_sum(m, A, G, c, step, state) for m, G, c, state in zip(modules, Gs, cs, states)]
-    scaled = torch.cat([G * c.view(-1, 1, 1) for G, c in zip(Gs, cs)], dim=-1)
-    weights = (scaled.reshape(-1, scaled.shape[-1]).T @ A.reshape(-1, A.shape[-1])).split(
-        [G.shape[-1] for G in Gs])
+    widths = [G.shape[-1] for G in Gs]
+    if all(c is cs[0] for c in cs):
+        left, right = torch.cat(Gs, dim=-1), A * cs[0].view(-1, 1, 1)
+        biases = (cs[0] @ left.sum(1)).split(widths)  # Σ_i c_i Σ_t g_it for every layer at once
+    else:
+        left, right = torch.cat([G * c.view(-1, 1, 1) for G, c in zip(Gs, cs)], dim=-1), A
+        biases = left.sum((0, 1)).split(widths)  # rows already scaled by c
+    weights = (left.reshape(-1, left.shape[-1]).T @ right.reshape(-1, right.shape[-1])).split(widths)
     sums = []
-    for module, weight, G, c, state in zip(modules, weights, Gs, cs, states):
+    for module, weight, bias in zip(modules, weights, biases):
         grads = {"weight": weight}
         if module.bias is not None and module.bias.requires_grad:
-            grads["bias"] = c @ (state["bias"] if "bias" in state else G.sum(1))
+            grads["bias"] = bias
         sums.append(grads)
     return sums
 
 
 register_rule(nn.Linear, LayerRule(
-    prepare=lambda module, x: as_tokens(x), norms_sq=_linear_norms_sq, clipped_sum=_linear_clipped_sum,
+    prepare=lambda module, x, output: as_tokens(x), norms_sq=_linear_norms_sq, clipped_sum=_linear_clipped_sum,
     clipped_sum_shared=_linear_clipped_sum_shared,
 ))
 
@@ -185,7 +214,7 @@ def _embedding_check(module: nn.Embedding) -> None:
         raise ValueError("Embedding with sparse=True is not supported by the clipping engine; use sparse=False")
 
 
-def _embedding_ids(module: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+def _embedding_ids(module: nn.Embedding, ids: torch.Tensor, output: torch.Tensor | None = None) -> torch.Tensor:
     ids = ids.reshape(ids.shape[0], _tokens(ids.shape[1:]))
     # The true gradient of E never touches the padding row (PyTorch zeroes it), so its positions are
     # marked -1 and excluded from norms and sums; treating them as ordinary rows would over-count ‖∇E_i‖.
@@ -231,7 +260,8 @@ def embedding_norms_sq(ids: torch.Tensor, G: torch.Tensor, gram: Callable = gram
 def _embedding_norms_sq(module: nn.Embedding, ids: torch.Tensor, G: torch.Tensor, step: Step, state: dict) -> Tensors:
     if not module.weight.requires_grad:
         return {}
-    if _shared_distinct_ids(ids):  # each row of ∇E_i is one g_t: no pairs to match
+    state["shared_ids"] = _shared_distinct_ids(ids)  # (a device sync: once per step, reused by the sum)
+    if state["shared_ids"]:  # each row of ∇E_i is one g_t: no pairs to match
         return {"weight": G.square().sum((1, 2))}
     return {"weight": embedding_norms_sq(ids, G, step.gram)}
 
@@ -240,14 +270,17 @@ def _embedding_clipped_sum(module: nn.Embedding, ids: torch.Tensor, G: torch.Ten
                            state: dict) -> Tensors:
     if not module.weight.requires_grad:
         return {}
-    if _shared_distinct_ids(ids):  # same ids in every row: weight the batch first, then T row updates
+    shared = state["shared_ids"] if "shared_ids" in state and not step.grouped else _shared_distinct_ids(ids)
+    if shared:  # same ids in every row: weight the batch first, then T row updates
         rows, index = (c @ G.reshape(G.shape[0], -1)).view(G.shape[1:]), ids[0]
     else:
         # index_add touches only the rows that occur (never a per-example vocab × d tensor); excluded
         # positions get weight 0 and a harmless row index.
         weights = (c.view(-1, 1) * (ids >= 0)).unsqueeze(-1).to(G.dtype)
         rows, index = (G * weights).reshape(-1, G.shape[-1]), ids.clamp(min=0).reshape(-1)
-    return {"weight": torch.zeros_like(module.weight).index_add_(0, index, rows.to(module.weight.dtype))}
+    if rows.dtype != module.weight.dtype:
+        rows = rows.to(module.weight.dtype)
+    return {"weight": torch.zeros_like(module.weight).index_add_(0, index, rows)}
 
 
 register_rule(nn.Embedding, LayerRule(
@@ -257,13 +290,23 @@ register_rule(nn.Embedding, LayerRule(
 
 
 # ---------------------------------------------------------------- LayerNorm
-def _layer_norm_prepare(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+def _layer_norm_prepare(module: nn.LayerNorm, x: torch.Tensor, output: torch.Tensor
+                        ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = _tokens(module.normalized_shape)
-    return x.detach().reshape(x.shape[0], _tokens(x.shape[1:]) // n, n)
+    x = x.detach().reshape(x.shape[0], _tokens(x.shape[1:]) // n, n)
+    node = output.grad_fn
+    if type(node).__name__ == "NativeLayerNormBackward0":
+        # Autograd saved each token's mean μ and 1/√(σ² + eps) for its own backward: keep references,
+        # so that x̂ costs two element-wise operations later instead of a second normalisation.
+        return x, node._saved_result1.reshape(x.shape[0], -1, 1), node._saved_result2.reshape(x.shape[0], -1, 1)
+    return x
 
 
-def _layer_norm_finish(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+def _layer_norm_finish(module: nn.LayerNorm, x) -> torch.Tensor:
     # x̂ = (x − μ)/√(σ² + eps) per token; the affine weight's per-example gradient is Σ_t g_t ⊙ x̂_t.
+    if isinstance(x, tuple):
+        x, mean, inverse_std = x
+        return torch.sub(x, mean).mul_(inverse_std)
     return nn.functional.layer_norm(x, x.shape[-1:], None, None, module.eps)
 
 
