@@ -342,5 +342,8 @@ def test_nonzero_span_with_and_without_a_hint():
     assert nonzero_span(G) == (2, 6)
     assert nonzero_span(G, hint=(1, 7)) == (1, 7)  # zero outside the hint: the hint is kept
     assert nonzero_span(G, hint=(2, 4)) == (2, 6)  # non-zero outside: searched again
-    assert nonzero_span(G.transpose(1, 2).contiguous().transpose(1, 2)) == (2, 6)  # non-contiguous last dim
+    transposed = G.transpose(1, 2).contiguous().transpose(1, 2)  # non-contiguous last dim (as q @ kᵀ gives)
+    assert nonzero_span(transposed) == (2, 6)
+    assert nonzero_span(transposed, hint=(1, 7)) == (1, 7)
+    assert nonzero_span(transposed, hint=(2, 5)) == (2, 6)
     assert nonzero_span(torch.zeros(2, 4, 3)) == (0, 0)

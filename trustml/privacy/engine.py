@@ -103,6 +103,18 @@ def _per_token(G: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(G, 2, dim=2) if G.stride(2) == 1 else G.abs().sum(2)
 
 
+def _any_nonzero(G: torch.Tensor) -> bool:
+    """Whether G (B, T, p) holds a non-zero entry (up to the underflow noted in :func:`_per_token`).
+
+    Norms reduce along contiguous memory, the fast direction: each example's whole block when it is
+    contiguous, else along the tokens when they are (e.g. the key projection's transposed gradient).
+    """
+    B, T, p = G.shape
+    if G.stride(2) == 1 and (G.stride(1) == p or T == 1):
+        return bool(torch.linalg.vector_norm(G.reshape(B, T * p), 2, dim=1).any())
+    return bool(torch.linalg.vector_norm(G, 2, dim=1 if G.stride(1) == 1 else 2).any())
+
+
 def _token_mass(G: torch.Tensor) -> torch.Tensor:
     """(T,) non-negative, zero exactly where every example's gradient at that token is zero."""
     return _per_token(G).sum(0)
@@ -117,7 +129,7 @@ def nonzero_span(G: torch.Tensor, hint: tuple[int, int] | None = None) -> tuple[
     T = G.shape[1]
     if hint is not None and hint != (0, T):
         outside = [G[:, :hint[0]], G[:, hint[1]:]]
-        if not any(bool(_per_token(part).any()) for part in outside if part.shape[1]):
+        if not any(_any_nonzero(part) for part in outside if part.shape[1]):
             return hint
     nonzero = torch.nonzero(_token_mass(G)).flatten()
     return (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
