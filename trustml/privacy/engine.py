@@ -309,8 +309,6 @@ class ClippingEngine:
                 spans[G.shape[1]] = span
                 if span != (0, G.shape[1]):
                     A, G = slice_tokens(A, *span), G[:, span[0]:span[1]]
-            if G.stride(2) != 1:  # e.g. the key projection's, transposed by q @ kᵀ: a compact copy reads faster
-                G = G.contiguous()
             if layer.rule.finish is not None:
                 A = layer.rule.finish(layer.module, A)
             data.append((layer, A, G))

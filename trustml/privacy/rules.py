@@ -47,11 +47,20 @@ class Step:
         self._grams: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._states: dict[str, dict] = {}
 
+    @staticmethod
+    def _key(x: torch.Tensor) -> tuple:
+        return x.data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype
+
     def gram(self, x: torch.Tensor) -> torch.Tensor:
-        key = (x.data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype)
+        key = self._key(x)
         if key not in self._grams:  # keep x alive: its memory must not be reused by another key
             self._grams[key] = (x, gram(x))
         return self._grams[key][1]
+
+    def cached_gram(self, x: torch.Tensor) -> torch.Tensor | None:
+        """x's Gram matrix if another layer already computed it this step, else None."""
+        found = self._grams.get(self._key(x))
+        return None if found is None else found[1]
 
     def state(self, name: str) -> dict:
         return self._states.setdefault(name, {})
@@ -261,7 +270,10 @@ def _embedding_norms_sq(module: nn.Embedding, ids: torch.Tensor, G: torch.Tensor
     if not module.weight.requires_grad:
         return {}
     state["shared_ids"] = _shared_distinct_ids(ids)  # (a device sync: once per step, reused by the sum)
-    if state["shared_ids"]:  # each row of ∇E_i is one g_t: no pairs to match
+    if state["shared_ids"]:  # each row of ∇E_i is one g_t: no pairs to match, ‖∇E_i‖² = Σ_t ‖g_t‖²
+        known = step.cached_gram(G)  # e.g. the token embedding's, when the two embeddings are added
+        if known is not None:
+            return {"weight": torch.diagonal(known, dim1=1, dim2=2).sum(1)}
         return {"weight": G.square().sum((1, 2))}
     return {"weight": embedding_norms_sq(ids, G, step.gram)}
 
@@ -310,11 +322,13 @@ def _layer_norm_finish(module: nn.LayerNorm, x) -> torch.Tensor:
     return nn.functional.layer_norm(x, x.shape[-1:], None, None, module.eps)
 
 
-def _layer_norm_per_example(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tensor) -> Tensors:
+def _layer_norm_per_example(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tensor, *,
+                            overwrite: bool = False) -> Tensors:
     G = G.reshape(xhat.shape)
     grads = {}
     if module.weight is not None and module.weight.requires_grad:
-        grads["weight"] = (G * xhat).sum(1)
+        # overwrite: x̂ is this step's own tensor and is not read again, so G ⊙ x̂ can reuse its memory
+        grads["weight"] = (xhat.mul_(G) if overwrite else G * xhat).sum(1)
     if module.bias is not None and module.bias.requires_grad:
         grads["bias"] = G.sum(1)
     return grads
@@ -324,7 +338,9 @@ def _layer_norm_norms_sq(module: nn.LayerNorm, xhat: torch.Tensor, G: torch.Tens
                          state: dict) -> Tensors:
     # The per-example gradients are only (B, n): computing them directly is the cheap way, and the
     # book-keeping sum reuses them.
-    grads = _layer_norm_per_example(module, xhat, G)
+    # x̂ (finished for this step, or a micro-batch copy of it) is read again only by the micro-batch
+    # sum, which takes the ungrouped tensor.
+    grads = _layer_norm_per_example(module, xhat, G, overwrite=True)
     if not step.grouped:
         state["per_example"] = grads
     return {name: g.square().sum(1) for name, g in grads.items()}
