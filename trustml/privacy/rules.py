@@ -74,7 +74,8 @@ class LayerRule:
     the layer's dict of this step. Optional: ``check(module)`` raises for configurations the rule cannot
     handle; ``finish(module, A)`` turns the stored input into what the two functions read and runs once
     per step after padding tokens are dropped (so its work is done on real tokens only); ``span(module, A)``
-    gives the token range that can contribute (else the engine finds it from ``G``).
+    gives the token range that can contribute (else the engine finds it from ``G``). ``prepare`` may keep
+    a tuple of (B, T, ·) tensors (sliced and concatenated along T alike); ``finish`` then makes one tensor.
     """
 
     # (module, raw layer input, layer output) -> a (B, T, ·) tensor, or a tuple of them, kept from the forward hook
