@@ -159,30 +159,24 @@ def _linear_norms_sq(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, step: 
     return norms
 
 
-def _bias_sum(G: torch.Tensor, c: torch.Tensor, state: dict) -> torch.Tensor:
-    """Σ_i c_i ∇b_i = Σ_i c_i Σ_t g_it."""
-    return c @ (state["bias"] if "bias" in state else G.sum(1))
-
-
 def _linear_clipped_sum(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, c: torch.Tensor, step: Step,
                         state: dict) -> Tensors:
     # Σ_i c_i G_iᵀA_i = (c·G)ᵀA = Gᵀ(c·A) over all B·T rows: one weight gradient's cost.
-    sums = {}
-    has_bias = module.bias is not None and module.bias.requires_grad
+    sums, scaled = {}, None
     if module.weight.requires_grad:
         p, d = G.shape[-1], A.shape[-1]
         # The scaled side is a new tensor, and the other side is copied by the product unless it is
-        # contiguous: scale the narrower side, or G when A is copied anyway (then the bias sum reads
+        # contiguous: scale the narrower side, or G when A is copied anyway (then the bias sum can read
         # the scaled rows while they are in cache).
         if p <= d or not A.is_contiguous():
             scaled = G * c.view(-1, 1, 1)
             sums["weight"] = scaled.reshape(-1, p).T @ A.reshape(-1, d)
-            if has_bias:  # the scaled rows summed: Σ_i c_i Σ_t g_it
-                sums["bias"] = scaled.sum((0, 1))
         else:
             sums["weight"] = G.reshape(-1, p).T @ (A * c.view(-1, 1, 1)).reshape(-1, d)
-    if has_bias and "bias" not in sums:
-        sums["bias"] = _bias_sum(G, c, state)
+    if module.bias is not None and module.bias.requires_grad:
+        # Σ_i c_i Σ_t g_it: from the per-example sums the norms kept, else the scaled rows, else G.
+        sums["bias"] = (c @ state["bias"] if "bias" in state else
+                        scaled.sum((0, 1)) if scaled is not None else c @ G.sum(1))
     return sums
 
 
