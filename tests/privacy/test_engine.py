@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -152,6 +154,34 @@ def test_layer_norm():
         model[1].weight.normal_()
         model[1].bias.normal_()
     check_against_loop(model, regression_loss, float_batch(10, (5, 4), 2))
+
+
+class ThreeProjections(nn.Module):
+    """Three Linear layers reading one input, like attention's query, key and value projections."""
+
+    def __init__(self, bias: bool):
+        super().__init__()
+        self.projections = nn.ModuleList(nn.Linear(6, 4, bias=bias) for _ in range(3))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        q, k, v = (projection(x) for projection in self.projections)
+        return self.head(torch.tanh(q) * k + v).mean(1)
+
+
+@pytest.mark.parametrize("T", [2, 12], ids=["ghost-norm", "direct-norm"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_layers_reading_one_input_share_their_norm(T, bias, monkeypatch):
+    calls = []
+    rule = RULES[nn.Linear]
+
+    def counted(*args):
+        calls.append(len(args[0]))
+        return rule.norms_sq_shared(*args)
+    monkeypatch.setitem(RULES, nn.Linear, dataclasses.replace(rule, norms_sq_shared=counted))
+    torch.manual_seed(0)
+    check_against_loop(ThreeProjections(bias), regression_loss, float_batch(10, (T, 6), 3))
+    assert calls == [3]  # the three projections' norms came from one call
 
 
 def test_a_layer_called_twice_counts_both_calls():

@@ -98,6 +98,10 @@ two $T\times T$ Gram matrices: cost $T^2(d+p)$ instead of $Tdp$. For $T=1$ it is
 $\lVert a_i\rVert^2\lVert g_i\rVert^2$. The engine takes whichever formula is cheaper, per layer
 (Li et al. 2022). The bias gradient is $\sum_t g_{it}$, and its squared norm
 $\sum_{t,s}\langle g_{it}, g_{is}\rangle$ is the sum of the entries of $G_iG_i^\top$, already computed.
+Layers that read the same input, such as attention's query, key and value projections, share
+$A_iA_i^\top$. Flat clipping needs only the sum of their squared norms, and
+$\sum_l\langle A_iA_i^\top, G_{l,i}G_{l,i}^\top\rangle = \langle A_iA_i^\top, [G_q\,G_k\,G_v]_i[G_q\,G_k\,G_v]_i^\top\rangle$.
+So one Gram matrix of the joined gradients replaces three.
 
 **Embedding layer.** Row $v$ of $\nabla E_i$ is $\sum_{t:\,\mathrm{id}_t=v} g_t$, so
 

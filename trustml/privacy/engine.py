@@ -18,16 +18,14 @@ gradient is clipped, as TF Privacy's ``num_microbatches``); clipping ``flat`` (o
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import operator
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
 
-from trustml.privacy.rules import LayerRule, Step, rule_for, supported_layers
+from trustml.privacy.rules import LayerRule, Step, add_all, rule_for, supported_layers
 from trustml.privacy.validation import check_positive
 
 MODES = ("per_example", "micro_batch")
@@ -50,11 +48,6 @@ class _Layer:
     rule: LayerRule
     params: dict[str, nn.Parameter]
     records: list = dataclasses.field(default_factory=list)  # (prepared input, gradient edge of the output)
-
-
-def add_all(tensors):
-    """t₁ + t₂ + … (Python's ``sum`` would add a first ``0 + t₁`` operation)."""
-    return functools.reduce(operator.add, tensors)
 
 
 def same_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -128,8 +121,8 @@ def nonzero_span(G: torch.Tensor, hint: tuple[int, int] | None = None) -> tuple[
     """
     T = G.shape[1]
     if hint is not None and hint != (0, T):
-        outside = [G[:, :hint[0]], G[:, hint[1]:]]
-        if not any(_any_nonzero(part) for part in outside if part.shape[1]):
+        outside = [(0, hint[0]), (hint[1], T)]
+        if not any(_any_nonzero(G[:, start:stop]) for start, stop in outside if stop > start):
             return hint
     nonzero = torch.nonzero(_token_mass(G)).flatten()
     return (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
@@ -293,11 +286,12 @@ class ClippingEngine:
                     raise ValueError(f"layer {layer.name!r} saw a batch of {G.shape[0]} rows but losses has {B}: "
                                      "the engine assumes batch-first inputs and one forward pass per step")
                 As.append(A)
-                Gs.append(G.reshape(B, n_tokens(A), -1))
+                Gs.append(G if G.dim() == 3 and G.shape[1] == n_tokens(A) else G.reshape(B, n_tokens(A), -1))
             if not As:
                 continue
             A, G = cat_tokens(As), (torch.cat(Gs, 1) if len(Gs) > 1 else Gs[0])
-            G = G.detach()
+            if G.requires_grad:  # (only if the backward built a graph of its own)
+                G = G.detach()
             if self.trim_zero_tokens and G.shape[1] > 1:
                 # Tokens that contribute nothing to any formula (padding) are dropped: the rule may know
                 # the span from its input (e.g. embedding ids), else keep the positions with a non-zero
@@ -346,25 +340,42 @@ class ClippingEngine:
         out[unit_of, slot] = x
         return out.reshape(n_units, M * x.shape[1], *x.shape[2:])
 
+    @staticmethod
+    def _by_input(data, shared: str | None) -> list[list]:
+        """``data`` in lists of (layer, A, G): the layers of one type that read the same input A together
+        when their rule has the ``shared`` function (the query, key and value projections), else one each."""
+        groups: dict[tuple, list] = {}
+        for layer, A, G in data:
+            joint = shared is not None and getattr(layer.rule, shared) is not None
+            key = (id(layer.rule), A.data_ptr(), tuple(A.shape), A.stride()) if joint else (layer.name,)
+            groups.setdefault(key, []).append((layer, A, G))
+        return list(groups.values())
+
     def _factors(self, data, unit_of, unit_size, n_units: int, step: Step):
         """Per-example coefficients c (one per layer for per_layer clipping) and the unit norms."""
-        norms_sq = {}
-        for layer, A, G in data:
+        norms_sq = {}  # layer names -> Σ of their squared norms (one name each under per-layer clipping)
+        # Flat clipping needs only the total norm: layers sharing an input may compute theirs jointly.
+        for members in self._by_input(data, "norms_sq_shared" if self.clipping == "flat" else None):
+            layers, A, Gs = [layer for layer, _, _ in members], members[0][1], [G for _, _, G in members]
             if unit_of is not None:
-                A, G = (self._group(t, unit_of, unit_size, n_units) for t in (A, G))
-            per_param = layer.rule.norms_sq(layer.module, A, G, step, step.state(layer.name))
-            norms_sq[layer.name] = add_all(per_param.values())
+                A, *Gs = (self._group(t, unit_of, unit_size, n_units) for t in (A, *Gs))
+            states = [step.state(layer.name) for layer in layers]
+            if len(layers) > 1:
+                total = layers[0].rule.norms_sq_shared([layer.module for layer in layers], A, Gs, step, states)
+            else:
+                total = add_all(layers[0].rule.norms_sq(layers[0].module, A, Gs[0], step, states[0]).values())
+            norms_sq[tuple(layer.name for layer in layers)] = total
         if self.mode == "micro_batch":  # the micro-batch *mean*: divide the sum's norm by the size
             scale = unit_size.to(next(iter(norms_sq.values())).dtype)
-            norms_sq = {name: n / scale.square() for name, n in norms_sq.items()}
+            norms_sq = {names: n / scale.square() for names, n in norms_sq.items()}
         # Ghost norms are sums of products that can round a tiny norm² below zero: floor at 0.
         norm = add_all(norms_sq.values()).clamp_min(0.0).sqrt_()
         if self.clipping == "flat":
             f = (self.max_grad_norm / (norm + STABILITY)).clamp_(max=1.0)
-            factors = {name: f for name in norms_sq}
+            factors = {name: f for names in norms_sq for name in names}
         else:
             factors = {name: (self.bounds[name] / (n.clamp_min(0.0).sqrt_() + STABILITY)).clamp_(max=1.0)
-                       for name, n in norms_sq.items()}
+                       for (name,), n in norms_sq.items()}
         if self.mode == "micro_batch":  # per-example coefficient c_i = f_unit(i) / |unit(i)|
             factors = {name: (f / unit_size.to(f.dtype))[unit_of] for name, f in factors.items()}
         return factors, norm.detach()
@@ -374,14 +385,7 @@ class ClippingEngine:
         ghost = {layer.name for layer in self.ghost_layers}
         # Layers of one type that read the same input (query, key and value projections) share one
         # book-keeping product when their rule offers it: one copy of A, one larger matrix product.
-        groups: dict[tuple, list] = {}
-        for layer, A, G in data:
-            if layer.name in ghost:
-                continue
-            shared = layer.rule.clipped_sum_shared is not None
-            key = (id(layer.rule), A.data_ptr(), tuple(A.shape), A.stride()) if shared else (layer.name,)
-            groups.setdefault(key, []).append((layer, A, G))
-        for members in groups.values():
+        for members in self._by_input([item for item in data if item[0].name not in ghost], "clipped_sum_shared"):
             layers = [layer for layer, _, _ in members]
             cs = [same_dtype(factors[layer.name], G.dtype) for layer, _, G in members]
             states = [step.state(layer.name) for layer in layers]

@@ -20,12 +20,19 @@ Tokens whose output gradient is zero contribute nothing to any of the formulas (
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 Tensors = dict[str, torch.Tensor]
+
+
+def add_all(tensors):
+    """t₁ + t₂ + … (Python's ``sum`` would add a first ``0 + t₁`` operation)."""
+    return functools.reduce(operator.add, tensors)
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +95,9 @@ class LayerRule:
     # clipped_sum for several layers of this type that read the same input A:
     # (modules, A, [G], [c], step, [state]) -> [Tensors]
     clipped_sum_shared: Callable[..., list[Tensors]] | None = None
+    # Σ over those layers of the squared per-example norms, for flat clipping (which needs only the total):
+    # (modules, A, [G], step, [state]) -> (B,) tensor
+    norms_sq_shared: Callable[..., torch.Tensor] | None = None
 
 
 RULES: dict[type[nn.Module], LayerRule] = {}
@@ -180,6 +190,23 @@ def _linear_clipped_sum(module: nn.Linear, A: torch.Tensor, G: torch.Tensor, c: 
     return sums
 
 
+def _linear_norms_sq_shared(modules: list[nn.Linear], A: torch.Tensor, Gs: list[torch.Tensor], step: Step,
+                            states: list[dict]) -> torch.Tensor:
+    # Σ_l ⟨A_iA_iᵀ, G_l,iG_l,iᵀ⟩ = ⟨A_iA_iᵀ, [G_1 … G_k]_i[G_1 … G_k]_iᵀ⟩: one Gram matrix of the joined
+    # gradients instead of k, and the joined G is the left side of the shared book-keeping product too.
+    # Bias terms Σ_l ‖Σ_t g_l,it‖² are the sum of all entries of that Gram matrix.
+    T, d, p = A.shape[1], A.shape[-1], sum(G.shape[-1] for G in Gs)
+    all_bias = all(m.bias is not None and m.bias.requires_grad for m in modules)
+    if not (all(m.weight.requires_grad for m in modules) and all_bias and uses_ghost_norm(T, d, p)):
+        return add_all(n for m, G, state in zip(modules, Gs, states)
+                       for n in _linear_norms_sq(m, A, G, step, state).values())
+    joined = torch.cat(Gs, dim=-1)
+    if not step.grouped:
+        states[0]["joined"] = joined
+    joined_gram = gram(joined)
+    return (step.gram(A) * joined_gram).sum((1, 2)) + joined_gram.sum((1, 2))
+
+
 def _linear_clipped_sum_shared(modules: list[nn.Linear], A: torch.Tensor, Gs: list[torch.Tensor],
                                cs: list[torch.Tensor], step: Step, states: list[dict]) -> list[Tensors]:
     # [Σ_i c_i G_iᵀA_i for each layer] = one product [G_1 … G_k]ᵀ(c·A), split by rows (with one clipping
@@ -188,7 +215,8 @@ def _linear_clipped_sum_shared(modules: list[nn.Linear], A: torch.Tensor, Gs: li
         return [_linear_clipped_sum(m, A, G, c, step, state) for m, G, c, state in zip(modules, Gs, cs, states)]
     widths = [G.shape[-1] for G in Gs]
     if all(c is cs[0] for c in cs):
-        left, right = torch.cat(Gs, dim=-1), A * cs[0].view(-1, 1, 1)
+        left = states[0].pop("joined") if "joined" in states[0] else torch.cat(Gs, dim=-1)
+        right = A * cs[0].view(-1, 1, 1)
         biases = (cs[0] @ left.sum(1)).split(widths)  # Σ_i c_i Σ_t g_it for every layer at once
     else:
         left, right = torch.cat([G * c.view(-1, 1, 1) for G, c in zip(Gs, cs)], dim=-1), A
@@ -205,7 +233,7 @@ def _linear_clipped_sum_shared(modules: list[nn.Linear], A: torch.Tensor, Gs: li
 
 register_rule(nn.Linear, LayerRule(
     prepare=lambda module, x, output: as_tokens(x), norms_sq=_linear_norms_sq, clipped_sum=_linear_clipped_sum,
-    clipped_sum_shared=_linear_clipped_sum_shared,
+    clipped_sum_shared=_linear_clipped_sum_shared, norms_sq_shared=_linear_norms_sq_shared,
 ))
 
 
