@@ -286,12 +286,11 @@ class ClippingEngine:
                     raise ValueError(f"layer {layer.name!r} saw a batch of {G.shape[0]} rows but losses has {B}: "
                                      "the engine assumes batch-first inputs and one forward pass per step")
                 As.append(A)
-                Gs.append(G if G.dim() == 3 and G.shape[1] == n_tokens(A) else G.reshape(B, n_tokens(A), -1))
+                Gs.append(G.reshape(B, n_tokens(A), -1))
             if not As:
                 continue
             A, G = cat_tokens(As), (torch.cat(Gs, 1) if len(Gs) > 1 else Gs[0])
-            if G.requires_grad:  # (only if the backward built a graph of its own)
-                G = G.detach()
+            G = G.detach()
             if self.trim_zero_tokens and G.shape[1] > 1:
                 # Tokens that contribute nothing to any formula (padding) are dropped: the rule may know
                 # the span from its input (e.g. embedding ids), else keep the positions with a non-zero
