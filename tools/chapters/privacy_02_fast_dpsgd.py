@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from trustml.bench.dpsgd import benchmark_dpsgd, intent_batch, ratio_table
+from trustml.bench.dpsgd import benchmark_dpsgd, intent_batch, ratio_table, speedup_over_opacus
 from trustml.data import load_intent_task
 from trustml.models import EmbeddingClassifier, TransformerClassifier, accuracy
 from trustml.privacy import ClippingEngine, naive_clipped_sum, per_example_gradient_memory, train_private
@@ -166,8 +166,9 @@ table = ratio_table(bench)
 print(table.round(2).to_string())
 fast_ratio = table.loc["trustml_per_example"]
 assert (fast_ratio * 5 < table.loc["naive_loop"]).all(), "the engine should be far faster than the loop"
-assert fast_ratio["embedding"] < table.loc[["opacus_hooks", "opacus_ghost"], "embedding"].min(), \\
-    "and faster than Opacus on the embedding model"
+speedup = speedup_over_opacus(bench)  # Opacus' fastest mode's step time / trustml per_example's
+print({model: round(value, 2) for model, value in speedup.items()})
+assert speedup["embedding"] > 1, "and faster than Opacus on the embedding model"
 from trustml.viz import glue  # for the book's front page
 
 glue("dpsgd_ratio_transformer", float(fast_ratio["transformer"]))

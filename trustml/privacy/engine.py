@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
 
-from trustml.privacy.rules import LayerRule, Step, add_all, rule_for, supported_layers
+from trustml.privacy.rules import LayerRule, Step, add_all, rule_for, same_dtype, supported_layers
 from trustml.privacy.validation import check_positive
 
 MODES = ("per_example", "micro_batch")
@@ -48,10 +48,6 @@ class _Layer:
     rule: LayerRule
     params: dict[str, nn.Parameter]
     records: list = dataclasses.field(default_factory=list)  # (prepared input, gradient edge of the output)
-
-
-def same_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return x if x.dtype == dtype else x.to(dtype)  # skips a dispatched no-op call
 
 
 def n_tokens(inputs: Prepared) -> int:

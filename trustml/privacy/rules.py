@@ -35,6 +35,10 @@ def add_all(tensors):
     return functools.reduce(operator.add, tensors)
 
 
+def same_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else x.to(dtype)  # skips a dispatched no-op call
+
+
 def gram(x: torch.Tensor) -> torch.Tensor:
     """Per-example Gram matrix X_i X_iᵀ over tokens: (B, T, k) -> (B, T, T)."""
     return torch.bmm(x, x.transpose(1, 2))
@@ -313,9 +317,7 @@ def _embedding_clipped_sum(module: nn.Embedding, ids: torch.Tensor, G: torch.Ten
         # positions get weight 0 and a harmless row index.
         weights = (c.view(-1, 1) * (ids >= 0)).unsqueeze(-1).to(G.dtype)
         rows, index = (G * weights).reshape(-1, G.shape[-1]), ids.clamp(min=0).reshape(-1)
-    if rows.dtype != module.weight.dtype:
-        rows = rows.to(module.weight.dtype)
-    return {"weight": torch.zeros_like(module.weight).index_add_(0, index, rows)}
+    return {"weight": torch.zeros_like(module.weight).index_add_(0, index, same_dtype(rows, module.weight.dtype))}
 
 
 register_rule(nn.Embedding, LayerRule(
