@@ -1,5 +1,6 @@
-"""The notebook contract (DESIGN §2), checked on every notebook under book/, and a papermill run of each
-with ``QUICK=True``. Both are parametrised over a glob: a new notebook is tested without editing this file."""
+"""The notebook contract (CONTRIBUTING.md), checked on every chapter source and every generated notebook under
+book/, and a papermill run of each notebook with ``QUICK=True``. Parametrised over a glob: a new chapter is
+tested without editing this file."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import time
 import pytest
 
 from tools.book_meta import book_version, colab_install_target, repository_url
-from tools.contract import violations
+from tools.contract import source_violations, violations
 from tools.site import execute_quick, notebooks
+from tools.sync import read_source, sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks()
 IDS = [str(p.relative_to(ROOT / "book")) for p in NOTEBOOKS]
+SOURCES = sources()
 
 
 def load(path: pathlib.Path) -> dict:
@@ -25,6 +28,7 @@ def load(path: pathlib.Path) -> dict:
 def test_there_are_notebooks_in_every_part():
     parts = {p.relative_to(ROOT / "book").parts[0] for p in NOTEBOOKS}
     assert {"privacy", "federated", "fairness"} <= parts
+    assert [p.with_suffix(".md") for p in NOTEBOOKS] == SOURCES
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -32,18 +36,31 @@ def test_contract(path: pathlib.Path):
     assert violations(load(path)) == []
 
 
+@pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(ROOT / "book")) for p in SOURCES])
+def test_source_contract(path: pathlib.Path):
+    assert source_violations(read_source(path)) == []
+
+
+def _replace_everywhere(old: str, new: str):
+    return lambda nb: [c.update(source=c["source"].replace(old, new)) for c in nb["cells"]]
+
+
+def _replace_in_colab_cell(old: str, new: str):
+    return lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace(old, new))
+
+
 BREACHES = {
     "kernelspec must be python3": lambda nb: nb["metadata"]["kernelspec"].update(name="ir"),
     "first cell must be the Colab setup": lambda nb: nb["cells"][0]["metadata"].update(tags=[]),
-    "guarded": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("if \"google", "if not \"google")),
-    "the Colab cell must install": lambda nb: nb["cells"][0].update(source=nb["cells"][0]["source"].replace("@v", "@main-")),
+    "guarded": _replace_in_colab_cell('if "google', 'if not "google'),
+    "the Colab cell must install": _replace_in_colab_cell("@v", "@main-"),
     "exactly one cell must be tagged": lambda nb: [c["metadata"].update(tags=[]) for c in nb["cells"][1:]],
-    "QUICK = False": lambda nb: [c.update(source=c["source"].replace("QUICK = False", "QUICK = True")) for c in nb["cells"]],
+    "QUICK = False": _replace_everywhere("QUICK = False", "QUICK = True"),
     "outputs must be stripped": lambda nb: nb["cells"][2].update(execution_count=3),
-    "learning objectives": lambda nb: [c.update(source=c["source"].replace("Learning objectives", "Goals")) for c in nb["cells"]],
-    "dropdown solution": lambda nb: [c.update(source=c["source"].replace(":class: dropdown", "")) for c in nb["cells"]],
-    "assert its key result": lambda nb: [c.update(source=c["source"].replace("assert ", "print(")) for c in nb["cells"]],
-    "plotly slider twin": lambda nb: [c.update(source=c["source"].replace("slider_figure(", "print(")) for c in nb["cells"]],
+    "learning objectives": _replace_everywhere("Learning objectives", "Goals"),
+    "dropdown solution": _replace_everywhere(":class: dropdown", ""),
+    "assert its key result": _replace_everywhere("assert ", "print("),
+    "plotly slider twin": _replace_everywhere("slider_figure(", "print("),
 }
 
 
@@ -55,6 +72,13 @@ def test_contract_checker_catches_each_breach(reason):
     assert violations(notebook) == []
     BREACHES[reason](notebook)
     assert any(reason in found for found in violations(notebook)), violations(notebook)
+
+
+def test_source_checker_refuses_a_colab_cell_in_the_source():
+    chapter = read_source(ROOT / "book" / "privacy" / "00_overview.md")
+    assert source_violations(chapter) == []
+    chapter.cells[0].source = 'import sys\nif "google.colab" in sys.modules:\n    pass'
+    assert any("must not contain the Colab cell" in found for found in source_violations(chapter))
 
 
 def test_colab_line_uses_the_one_version():
@@ -70,7 +94,7 @@ def test_colab_line_uses_the_one_version():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_runs_quick(path: pathlib.Path):
     start = time.perf_counter()
-    execute_quick(path)  # the executed copy is reused by the site tests (tests/site)
+    execute_quick(path)  # the executed copy is reused by the site tests (tests/test_site.py)
     # Timings are recorded, not asserted (shared machines are noisy); pytest-timeout only guards hangs.
     record = ROOT / "test-artifacts" / "notebook-times.jsonl"
     record.parent.mkdir(exist_ok=True)

@@ -120,7 +120,7 @@ def test_every_page_renders_and_every_slider_twin_moves(site, served, browser):
         name = str(page_file.relative_to(site))
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
 
         def route(request_route):
             url = request_route.request.url

@@ -1,6 +1,9 @@
-"""The notebook contract of DESIGN §2 as a checker: ``violations(notebook) -> list of reasons``.
+"""The notebook contract (CONTRIBUTING.md, "The notebook contract") as a checker.
 
-tests/test_notebooks.py runs it on every notebook under book/ (and tests that it catches each breach).
+``violations(notebook)`` lists every way a generated ``.ipynb`` breaks it; ``source_violations(chapter)``
+does the same for a chapter source (``tools.sync.read_source``), which must not carry the Colab cell
+itself (``python -m tools.sync`` inserts it). tests/test_notebooks.py runs both on the whole book and
+tests that each breach is caught.
 """
 
 from __future__ import annotations
@@ -52,9 +55,19 @@ def violations(notebook: dict) -> list[str]:
         found.append("at least one exercise with a dropdown solution")
     if not re.search(r"^\s*assert ", code, re.MULTILINE):
         found.append("the chapter must assert its key result")
-    # §2.5: a live widget has its plotly twin (readable without a kernel) and a static figure before both.
+    # A live widget has its plotly twin (readable without a kernel) and a static figure before both.
     if "live_explorer(" in code:
         static, twin, live = (code.find(call) for call in ("static_figure(", "slider_figure(", "live_explorer("))
         if not (0 <= static < live and 0 <= twin < live):
             found.append("a live explorer needs a static figure and a plotly slider twin before it")
     return found
+
+
+def source_violations(chapter: dict) -> list[str]:
+    """Every way a chapter source breaks the contract, judged on the notebook ``tools.sync`` makes of it."""
+    from tools.sync import build_notebook
+
+    found = []
+    if any("google.colab" in source(c) for c in chapter.get("cells", [])):
+        found.append("the source must not contain the Colab cell: python -m tools.sync inserts it")
+    return found + violations(build_notebook(chapter))

@@ -2,7 +2,7 @@
 
 The test command cannot afford the full-size build, so it builds the same site from the notebooks it has
 already executed with ``QUICK=True`` (``execute_notebooks: off``): same pages, same widgets and plotly
-twins, smaller experiments. The browser and link tests in ``tests/site`` run against that site.
+twins, smaller experiments. The browser and link tests in ``tests/test_site.py`` run against that site.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trustml.fairness.counterfactual import GenderSwapper, counterfactual_augment, counterfactual_gap, swap_gender
-from trustml.fairness.gender_pairs import GenderPairs, check_pairs, gender_pairs
+from trustml.fairness.gender_pairs import GenderPairs, check_pairs, load_gender_pairs
 
 SWAPPER = GenderSwapper()
-LISTS = gender_pairs("en")
+LISTS = load_gender_pairs("en")
 # him/her and his/hers need the next word to be read (tested in their grammatical frames below).
 UNAMBIGUOUS = [w for pair in LISTS.pairs(names=True) if not set(pair) & set(LISTS.ambiguous) for w in pair]
 
@@ -75,7 +75,7 @@ def test_plurals_and_names_are_listed():
 
 def test_unknown_language_is_a_clear_error():
     with pytest.raises(ValueError, match=r"language must be one of \['en'\].*'xx'"):
-        gender_pairs("xx")
+        load_gender_pairs("xx")
     with pytest.raises(ValueError, match="language"):
         GenderSwapper(language="fr")
     with pytest.raises(ValueError, match="language"):

@@ -7,10 +7,11 @@ import torch
 
 from trustml.fairness.counterfactual import GenderSwapper
 from trustml.fairness.distill import (
-    COMBINE, SCOPES, VARIANTS, TeacherCache, distill, downstream_gaps, finetune_classifier, gender_disparity,
+    COMBINE, SCOPES, VARIANTS, TeacherCache, distill_student, downstream_gaps, finetune_classifier, gender_disparity,
     occupation_bios, perturb_teacher, token_permutation,
 )
-from trustml.fairness.lm import CausalLM, LMTokenizer, occupation_corpus, train_lm
+from trustml.fairness.occupations import occupation_corpus
+from trustml.models.lm import CausalLM, LMTokenizer, train_lm
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fairness/conftest.py
@@ -133,7 +134,7 @@ def test_distillation_moves_the_student_towards_the_teacher(setup, variant):
     student = CausalLM(tokenizer.vocab_size, d_model=8, n_heads=2, n_layers=1, d_ff=16)
     before = _kl_to_teacher(student, cache)
     epochs_seen = []
-    history = distill(cache, student, student_tokenizer=tokenizer, variant=variant, epochs=3, lr=1e-2,
+    history = distill_student(cache, student, student_tokenizer=tokenizer, variant=variant, epochs=3, lr=1e-2,
                       on_epoch_end=lambda epoch, model: epochs_seen.append(epoch))
     assert epochs_seen == [1, 2, 3] and len(history) == 3 and history[2] < history[0]
     assert _kl_to_teacher(student, cache) < 0.6 * before
@@ -144,20 +145,20 @@ def test_distillation_errors(setup):
     student = CausalLM(tokenizer.vocab_size, d_model=8, n_heads=2, n_layers=1, d_ff=16)
     other = LMTokenizer.fit(occupation_corpus(300, seed=5)["text"])
     with pytest.raises(ValueError, match="teacher and student tokenizers differ"):
-        distill(cache, student, student_tokenizer=other)
+        distill_student(cache, student, student_tokenizer=other)
     with pytest.raises(TypeError, match="tokenizer must be"):
-        distill(cache, student, student_tokenizer="gpt2")
+        distill_student(cache, student, student_tokenizer="gpt2")
     with pytest.raises(ValueError, match="variant must be one of"):
-        distill(cache, student, student_tokenizer=tokenizer, variant="fancy")
+        distill_student(cache, student, student_tokenizer=tokenizer, variant="fancy")
     with pytest.raises(ValueError, match="perturb must be None or one of"):
-        distill(cache, student, student_tokenizer=tokenizer, variant=None, perturb="median")
+        distill_student(cache, student, student_tokenizer=tokenizer, variant=None, perturb="median")
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        distill(cache, student, student_tokenizer=tokenizer, temperature=0)
+        distill_student(cache, student, student_tokenizer=tokenizer, temperature=0)
     with pytest.raises(ValueError, match="strength must be in"):
-        distill(cache, student, student_tokenizer=tokenizer, variant="perturb (mean)", strength=2)
+        distill_student(cache, student, student_tokenizer=tokenizer, variant="perturb (mean)", strength=2)
     small = CausalLM(tokenizer.vocab_size - 3, d_model=8, n_heads=2, n_layers=1, d_ff=16)
     with pytest.raises(ValueError, match="the student predicts"):
-        distill(cache, small, student_tokenizer=tokenizer, epochs=1)
+        distill_student(cache, small, student_tokenizer=tokenizer, epochs=1)
     with pytest.raises(ValueError, match="texts"):
         TeacherCache.build(setup[2], tokenizer, [])
 
@@ -204,7 +205,8 @@ def test_perturbation_makes_the_student_gender_symmetric_at_gender_free_prompts(
     for variant in ("plain", "perturb (mean)"):
         torch.manual_seed(0)
         student = CausalLM(tokenizer.vocab_size, d_model=16, n_heads=2, n_layers=1, d_ff=32)
-        distill(cache, student, student_tokenizer=tokenizer, variant=variant, epochs=8, lr=1e-2, hard_label_weight=0)
+        distill_student(cache, student, student_tokenizer=tokenizer, variant=variant, epochs=8, lr=1e-2,
+                        hard_label_weight=0)
         scores[variant] = gender_disparity(student, tokenizer, occupations=["nurse", "secretary", "mechanic",
                                                                              "carpenter"]).average
     assert scores["perturb (mean)"] > 0.9 and scores["perturb (mean)"] > scores["plain"] + 0.2

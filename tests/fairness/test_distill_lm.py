@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from trustml.fairness.lm import (
-    OCCUPATION_FEMALE_SHARE, CausalLM, HFTokenizer, LMTokenizer, generate, hf_student, next_token_loss,
-    next_token_probs, occupation_corpus, perplexity, train_lm,
+from trustml.fairness.occupations import OCCUPATION_FEMALE_SHARE, occupation_corpus
+from trustml.models.lm import (
+    CausalLM, HFTokenizer, LMTokenizer, generate, hf_student, next_token_loss, next_token_probs, perplexity, train_lm,
 )
 
 

@@ -20,7 +20,7 @@ from trustml.federated.partition import (
     partition,
     partition_rows,
     plot_label_distributions,
-    to_dataset,
+    to_hf_dataset,
 )
 
 
@@ -100,7 +100,7 @@ def test_label_skew_matches_flwr_inner_dirichlet_when_no_label_runs_out():
     ours = label_skew_assignment(labels, sizes, alpha=2.0, rng=np.random.default_rng(1))
     reference = InnerDirichletPartitioner(partition_sizes=sizes.tolist(), partition_by="label",
                                           alpha=(2.0 * np.bincount(labels) / len(labels)).tolist(), seed=2)
-    reference.dataset = to_dataset(pd.DataFrame({"label": labels}))
+    reference.dataset = to_hf_dataset(pd.DataFrame({"label": labels}))
     theirs = [np.asarray(reference.load_partition(i)["row"]) for i in range(600)]
 
     def statistics(assignment):
@@ -141,7 +141,7 @@ def test_heavy_tailed_sizes(frame):
 
 def test_feature_skew_clusters_text_features(frame):
     partitioner = FeatureSkewPartitioner(12, alpha=0.1, n_clusters=6, method="tfidf", seed=0)
-    partitioner.dataset = to_dataset(frame)
+    partitioner.dataset = to_hf_dataset(frame)
     rows = partition_rows(partitioner)
     assert_is_a_partition(rows, len(frame))
     clusters = label_counts(partitioner, label="cluster")
@@ -151,7 +151,7 @@ def test_feature_skew_clusters_text_features(frame):
 def test_feature_skew_accepts_precomputed_embeddings(frame):
     embeddings = np.eye(12)[frame["label"].to_numpy()]  # clusters = labels: feature skew becomes label skew
     partitioner = FeatureSkewPartitioner(10, alpha=0.1, n_clusters=12, embeddings=embeddings, seed=0)
-    partitioner.dataset = to_dataset(frame)
+    partitioner.dataset = to_hf_dataset(frame)
     assert mean_tv_to_global(label_counts(partitioner)) > 0.5
 
 
@@ -190,7 +190,7 @@ def test_empty_partitions_are_an_error(frame):
             partition(frame, "quantity_skew", num_partitions=200, beta=0.01, seed=0)
     with pytest.raises(ValueError, match="every partition needs at least one row"):
         p = LabelSkewPartitioner(3, alpha=1.0, partition_sizes=[10, 0, 5])
-        p.dataset = to_dataset(frame)
+        p.dataset = to_hf_dataset(frame)
 
 
 @pytest.mark.slow

@@ -170,8 +170,9 @@ def test_clipping_and_noise_scale_match_flower():
     dataset, frame = toy_data(n_devices=40)
     data = FederatedData.by_column(dataset, frame)
     model = embedding_model(VOCAB, CLASSES, seed=0)
-    result = run_federated(model, data, rounds=1, devices_per_round=8, dp=DeviceDP(noise_multiplier=2.0, max_grad_norm=0.5),
-                           training=LocalTraining(lr=1e-9), progress=False)
+    result = run_federated(model, data, rounds=1, devices_per_round=8,
+                           dp=DeviceDP(noise_multiplier=2.0, max_grad_norm=0.5), training=LocalTraining(lr=1e-9),
+                           progress=False)
     change = (result.params - model.flatten()).std().item()
     assert change == pytest.approx(compute_stdv(2.0, 0.5, 8), rel=0.05)
 

@@ -137,3 +137,20 @@ def test_clinc150_errors(tmp_path, clinc150_dir):
     assert sha256_of(tampered) != CLINC150_SHA256
     with pytest.raises(ValueError, match="SHA-256"):
         load_clinc150("train", path=tmp_path)
+
+
+def test_every_tokenizer_of_the_book_satisfies_the_protocol():
+    import transformers
+
+    from trustml.data import Tokenizer, WordTokenizer
+    from trustml.models.lm import HFTokenizer, LMTokenizer
+
+    texts = ["set an alarm", "play some jazz"]
+    gpt2 = transformers.PreTrainedTokenizerFast(tokenizer_object=LMTokenizer.fit(texts)._tokenizer,
+                                                bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]")
+    for tokenizer in (WordTokenizer.fit(texts, max_length=4), LMTokenizer.fit(texts), HFTokenizer(gpt2)):
+        assert isinstance(tokenizer, Tokenizer)
+        ids, mask = tokenizer.encode(texts)
+        assert ids.shape == mask.shape and ids.dtype == torch.long
+        assert tokenizer.token_to_id("alarm") < tokenizer.vocab_size
+    assert not isinstance(object(), Tokenizer)

@@ -19,7 +19,9 @@ from trustml.privacy.mechanisms import (
 @pytest.mark.parametrize("sigma, epsilon", [(0.8, 0.5), (1.3, 0.7), (3.0, 0.1)])
 def test_gaussian_delta_equals_the_hockey_stick_integral(sigma, epsilon):
     # δ(ε) = ∫ max(0, p_D(o) − e^ε p_D'(o)) do with D: N(1, σ²), D': N(0, σ²) (sensitivity 1).
-    integrand = lambda o: max(0.0, norm.pdf(o, 1, sigma) - math.exp(epsilon) * norm.pdf(o, 0, sigma))
+    def integrand(o):
+        return max(0.0, norm.pdf(o, 1, sigma) - math.exp(epsilon) * norm.pdf(o, 0, sigma))
+
     expected, _ = quad(integrand, -40, 40, points=[0.5 + epsilon * sigma ** 2], limit=200)
     assert gaussian_delta(epsilon, noise_multiplier=sigma) == pytest.approx(expected, rel=1e-6, abs=1e-12)
 

@@ -6,8 +6,8 @@
 
 SUBCOMMANDS: dict[str, str] = {
     "dpsgd": "trustml.bench.dpsgd",  # one DP-SGD training step: trustml vs Opacus vs a naive loop
-    "ceat": "trustml.fairness.bench",  # CEAT with and without the embedding cache
-    "simulate": "trustml.federated.bench",  # the in-process FL loop: devices × rounds throughput
+    "ceat": "trustml.bench.ceat",  # CEAT with and without the embedding cache
+    "simulate": "trustml.bench.simulate",  # the in-process FL loop: devices × rounds throughput
 }
 
 __all__ = ["SUBCOMMANDS"]

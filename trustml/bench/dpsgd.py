@@ -24,6 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from trustml.threads import limit_threads
+
 Step = Callable[[], None]
 LOSS = nn.CrossEntropyLoss()
 
@@ -144,16 +146,10 @@ def benchmark_dpsgd(*, quick: bool = False, device: str = "cpu", batch_size: int
     ``threads``: torch CPU threads during the run (restored afterwards; None keeps the current setting).
     Returns a DataFrame with columns model, method, seconds, ratio, repeats.
     """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        with warnings.catch_warnings():  # Opacus' advice on secure RNG and backward hooks, not results
-            warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook|Optimal order).*")
-            return _benchmark(quick=quick, device=device, batch_size=batch_size, max_length=max_length,
-                              repeats=repeats, models=models, methods=methods, seed=seed, progress=progress)
-    finally:
-        torch.set_num_threads(previous)
+    with limit_threads(threads), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(Secure RNG|Full backward hook|Optimal order).*")  # advice
+        return _benchmark(quick=quick, device=device, batch_size=batch_size, max_length=max_length,
+                          repeats=repeats, models=models, methods=methods, seed=seed, progress=progress)
 
 
 def _benchmark(*, quick, device, batch_size, max_length, repeats, models, methods, seed, progress):
@@ -221,7 +217,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about a minute on one CPU core)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: the steadiest ratios on a shared machine; 0 = torch's default)")
+                        help="torch CPU threads (default 1: the steadiest ratios on a shared machine; "
+                             "0 = torch's default)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 5 quick, 25 full)")
     parser.add_argument("--seed", type=int, default=0)

@@ -151,7 +151,8 @@ def make_corpus(
     if not 0.0 <= asr_noise < 1.0:
         raise ValueError(f"asr_noise must be in [0, 1), got {asr_noise}")
     if not 0.0 <= asr_noise * minority_asr_factor < 1.0:
-        raise ValueError(f"minority_asr_factor must keep asr_noise * minority_asr_factor in [0, 1), got {minority_asr_factor}")
+        raise ValueError("minority_asr_factor must keep asr_noise * minority_asr_factor in [0, 1), "
+                         f"got {minority_asr_factor}")
     if activity_tail < 0:
         raise ValueError(f"activity_tail must be >= 0, got {activity_tail}")
     rng = np.random.default_rng(seed)
@@ -197,7 +198,8 @@ def insert_canaries(
     for canary in canaries:
         device_id = int(rng.integers(n_devices))
         speaker = utterances.loc[utterances["device_id"] == device_id, list(SPEAKER_ATTRIBUTES)]
-        attributes = speaker.iloc[0].to_dict() if len(speaker) else {k: next(iter(v)) for k, v in SPEAKER_ATTRIBUTES.items()}
+        attributes = (speaker.iloc[0].to_dict() if len(speaker)
+                      else {k: next(iter(v)) for k, v in SPEAKER_ATTRIBUTES.items()})
         tokens = canary.text.split()
         prefix_len = len(canary.template.split("{secret}")[0].split())
         secret_len = len(canary.secret.split())

@@ -1,27 +1,50 @@
-"""Tokenizer, tensors and loaders shared by the chapters.
+"""Tokenizers, tensors and loaders shared by the chapters.
 
-The word-level tokenizer is a Hugging Face ``tokenizers`` WordLevel model (lower-cased, split on
-whitespace and punctuation), trained on the training texts only; unseen words map to ``[UNK]``.
+:class:`Tokenizer` is the interface every tokenizer of the book satisfies: the classifiers' word-level
+:class:`WordTokenizer` here, and the language models' ``LMTokenizer`` and ``HFTokenizer`` (any Hugging Face
+tokenizer) in :mod:`trustml.models.lm`. The word-level tokenizers are Hugging Face ``tokenizers`` WordLevel
+models (lower-cased, split on whitespace and punctuation), trained on the training texts only; unseen words
+map to ``[UNK]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+import tokenizers
+from tokenizers import models, normalizers, pre_tokenizers, trainers
 from torch.utils.data import DataLoader, TensorDataset
 
 PAD, UNK = "[PAD]", "[UNK]"
 
 
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the book's code needs of a tokenizer: texts to padded ``(input_ids, attention_mask)`` tensors
+    (B, T) with padding id ``pad_id``, ids back to text, and single words to ids (a word outside the
+    vocabulary raises ``KeyError``)."""
+
+    pad_id: int
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def token_to_id(self, word: str) -> int: ...
+
+
 class WordTokenizer:
     """Word-level tokenizer with fixed-length padding: ``encode(texts) -> (input_ids, attention_mask)``."""
 
-    def __init__(self, tokenizer: Tokenizer, *, max_length: int):
+    def __init__(self, tokenizer: tokenizers.Tokenizer, *, max_length: int):
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self._tokenizer = tokenizer
@@ -37,7 +60,7 @@ class WordTokenizer:
         texts = list(texts)
         if not texts:
             raise ValueError("texts must not be empty")
-        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+        tokenizer = tokenizers.Tokenizer(models.WordLevel(unk_token=UNK))
         tokenizer.normalizer = normalizers.Lowercase()
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
         trainer = trainers.WordLevelTrainer(special_tokens=[PAD, UNK], min_frequency=min_frequency)
@@ -83,10 +106,10 @@ class IntentTask:
 
     def tensors(self, frame: pd.DataFrame) -> TensorDataset:
         """Encode any frame with ``text`` and ``intent`` columns with this task's tokenizer and labels."""
-        return to_dataset(frame, self.tokenizer, self.label_names)
+        return to_tensor_dataset(frame, self.tokenizer, self.label_names)
 
 
-def to_dataset(frame: pd.DataFrame, tokenizer: WordTokenizer, label_names: Sequence[str]) -> TensorDataset:
+def to_tensor_dataset(frame: pd.DataFrame, tokenizer: WordTokenizer, label_names: Sequence[str]) -> TensorDataset:
     index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(set(frame["intent"]) - set(index))
     if unknown:
@@ -96,14 +119,14 @@ def to_dataset(frame: pd.DataFrame, tokenizer: WordTokenizer, label_names: Seque
     return TensorDataset(input_ids, labels)
 
 
-def make_task(
-    train_frame: pd.DataFrame, test_frame: pd.DataFrame, *, max_length: int = 24, label_names: Sequence[str] | None = None
-) -> IntentTask:
+def make_task(train_frame: pd.DataFrame, test_frame: pd.DataFrame, *, max_length: int = 24,
+              label_names: Sequence[str] | None = None) -> IntentTask:
     """Fit a tokenizer on ``train_frame`` and encode both frames (columns ``text`` and ``intent``)."""
     label_names = list(label_names) if label_names is not None else sorted(set(train_frame["intent"]))
     tokenizer = WordTokenizer.fit(train_frame["text"], max_length=max_length)
     return IntentTask(
-        train=to_dataset(train_frame, tokenizer, label_names), test=to_dataset(test_frame, tokenizer, label_names),
+        train=to_tensor_dataset(train_frame, tokenizer, label_names),
+        test=to_tensor_dataset(test_frame, tokenizer, label_names),
         tokenizer=tokenizer, label_names=label_names, train_frame=train_frame, test_frame=test_frame,
     )
 

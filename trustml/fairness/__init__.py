@@ -2,11 +2,11 @@
 
 Fairness I: ``group`` (per-group metrics on Fairlearn's MetricFrame, bootstrap CIs), ``embedding_tests``
 (WEAT, SEAT, CEAT on arrays), ``wordsets`` (Caliskan et al. 2017 word sets, templates), ``encoders``
-(encoder views, on-disk embedding cache, SEAT/CEAT on an encoder), ``benchmark`` (templated identity
+(encoder views, on-disk embedding cache, SEAT/CEAT on an encoder), ``toxicity`` (templated identity
 toxicity suite, synthetic training set, toxicity classifier).
 """
 
-from trustml.fairness.benchmark import (
+from trustml.fairness.toxicity import (
     ALIGNED_FRAMES, GENERIC_FRAMES, IDENTITY_PAIRS, IDENTITY_TERMS, TARGETED_TERMS, aligned_association_test,
     counterfactual_pairs, identity_gaps, identity_test_suite, toxicity_training_set, train_toxicity_classifier,
 )
@@ -24,19 +24,16 @@ from trustml.fairness.wordsets import CONTEXT_FRAMES, SEAT_TEMPLATES, WEAT_TESTS
 # --- Fairness II exports (sensitivity, counterfactual, distill) below ---
 # Fairness II: ``sensitivity`` (accumulated prediction sensitivity, Krishna et al. 2022, and its ground-truth
 # task), ``counterfactual`` (gender swapping, CDA, counterfactual gap), ``gender_pairs`` (word/name pair lists),
-# ``lm`` (tiny causal LM, occupation corpus, Hugging Face path), ``distill`` (role-reversal distillation,
-# Gupta et al. 2022, gender disparity of generations, downstream gaps). The functions ``distill`` and
-# ``gender_pairs`` are not re-exported: they share their module's name and would shadow it here.
+# ``occupations`` (a corpus with planted occupation–gender associations; its LM is trustml.models.lm),
+# ``distill`` (role-reversal distillation, Gupta et al. 2022, gender disparity of generations, downstream gaps).
 from trustml.fairness.counterfactual import (
     CounterfactualGap, GenderSwapper, counterfactual_augment, counterfactual_gap, swap_gender,
 )
 from trustml.fairness.distill import (
-    VARIANTS, DisparityResult, TeacherCache, downstream_gaps, evaluate_lm, finetune_classifier,
+    VARIANTS, DisparityResult, TeacherCache, distill_student, downstream_gaps, evaluate_lm, finetune_classifier,
     gender_disparity, occupation_bios, perturb_teacher, token_permutation,
 )
-from trustml.fairness.lm import (
-    OCCUPATION_FEMALE_SHARE, CausalLM, LMTokenizer, load_hf_causal_lm, occupation_corpus, perplexity, train_lm,
-)
+from trustml.fairness.occupations import OCCUPATION_FEMALE_SHARE, PROMPT_TEMPLATES, occupation_corpus
 from trustml.fairness.sensitivity import (
     SensitivityResult, audit_text_classifier, planted_attribute_task, prediction_sensitivity, protected_token_mask,
     sensitivity_vs_degree,

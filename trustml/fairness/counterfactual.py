@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from trustml.fairness.gender_pairs import GenderPairs, gender_pairs
+from trustml.fairness.gender_pairs import GenderPairs, load_gender_pairs
 
 _WORD = re.compile(r"[A-Za-z]+")
 _BOUNDARY = re.compile(r"[.,;:!?()\"]")
@@ -49,7 +49,7 @@ class GenderSwapper:
 
     def __init__(self, *, language: str = "en", names: bool = True,
                  extra_pairs: Sequence[tuple[str, str]] = ()):
-        lists = gender_pairs(language)
+        lists = load_gender_pairs(language)
         if extra_pairs:
             lists = dataclasses.replace(lists, words=lists.words + tuple(tuple(p) for p in extra_pairs))
             from trustml.fairness.gender_pairs import check_pairs

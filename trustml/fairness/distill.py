@@ -30,7 +30,7 @@ probability mass F and M of the next token (``method="exact"``, the default: exa
 probabilities of the gendered words, no sampling noise) or the counts of gendered words in sampled
 continuations (``method="sample"``, as Gupta et al. count gender words in generations); per occupation
 the fairness score min(F/M, M/F) ∈ [0, 1] (1 = parity), averaged and worst case (min) over occupations;
-utility is perplexity on held-out text (:func:`trustml.fairness.lm.perplexity`). The downstream check
+utility is perplexity on held-out text (:func:`trustml.models.lm.perplexity`). The downstream check
 fine-tunes each LM as an occupation classifier on generated bios and compares true-positive-rate gaps
 between genders (De-Arteaga et al. 2019), with Fairlearn's ``MetricFrame``.
 """
@@ -44,11 +44,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from trustml.fairness.counterfactual import GenderSwapper
-from trustml.fairness.lm import PROMPT_TEMPLATES, _check_texts, generate, lm_batches, lm_logits, next_token_loss, \
-    next_token_probs
+from trustml.fairness.occupations import PROMPT_TEMPLATES
+from trustml.models.training import fit
+from trustml.models.lm import _check_texts, generate, lm_batches, lm_logits, next_token_loss, next_token_probs
 
 #: How the teacher's original and role-reversed probabilities are combined.
 COMBINE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -165,7 +165,7 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def distill(cache: TeacherCache, student: nn.Module, *, student_tokenizer, variant: str | None = "plain",
+def distill_student(cache: TeacherCache, student: nn.Module, *, student_tokenizer, variant: str | None = "plain",
             augment: bool | None = None, perturb: str | None = None, scope: str = "gendered", strength: float = 1.0,
             epochs: int = 5, batch_size: int = 64, lr: float = 3e-3, temperature: float = 1.0,
             hard_label_weight: float = 0.5, seed: int = 0, progress: bool = False,
@@ -211,44 +211,34 @@ def distill(cache: TeacherCache, student: nn.Module, *, student_tokenizer, varia
         aligned.append(cache.aligned[rows])
     ids, mask, own, other, aligned = (torch.cat(t) for t in (ids, mask, own, other, aligned))
 
+    def loss(model: nn.Module, batch) -> torch.Tensor:
+        rows, batch_ids, batch_mask = batch
+        T = batch_ids.shape[1]
+        target = (own[rows, :T] / temperature).log_softmax(-1).exp()
+        if perturb is not None:
+            counterfactual = (other[rows, :T] / temperature).log_softmax(-1).exp()
+            perturbed = perturb_teacher(target, counterfactual, cache.permutation, combine=perturb, scope=scope,
+                                        strength=strength)
+            target = torch.where(aligned[rows, None, None], perturbed, target)
+        logits = lm_logits(model, batch_ids, batch_mask)
+        if logits.shape[-1] != target.shape[-1]:
+            raise ValueError(f"the student predicts {logits.shape[-1]} tokens but the teacher's vocabulary has "
+                             f"{target.shape[-1]}")
+        # Positions 0..T-2 predict tokens 1..T-1; only real (non-padding) targets count.
+        positions = batch_mask[:, 1:].bool()
+        student_log = (logits[:, :-1] / temperature).log_softmax(-1)
+        teacher = target[:, :-1]
+        kl = (teacher * (teacher.clamp_min(1e-12).log() - student_log)).sum(-1)
+        value = temperature ** 2 * kl[positions].mean()
+        if hard_label_weight > 0:
+            value = value + hard_label_weight * next_token_loss(logits, batch_ids, batch_mask)
+        return value
+
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
-    history = []
-    student.train()
-    for epoch in tqdm(range(epochs), desc="distillation epochs", disable=not progress):
-        total, count = 0.0, 0
-        for batch, batch_ids, batch_mask in lm_batches(ids, mask, batch_size=batch_size, shuffle=True,
-                                                       seed=seed + epoch):
-            T = batch_ids.shape[1]
-            target = (own[batch, :T] / temperature).log_softmax(-1).exp()
-            if perturb is not None:
-                counterfactual = (other[batch, :T] / temperature).log_softmax(-1).exp()
-                perturbed = perturb_teacher(target, counterfactual, cache.permutation, combine=perturb, scope=scope,
-                                            strength=strength)
-                target = torch.where(aligned[batch, None, None], perturbed, target)
-            logits = lm_logits(student, batch_ids, batch_mask)
-            if logits.shape[-1] != target.shape[-1]:
-                raise ValueError(f"the student predicts {logits.shape[-1]} tokens but the teacher's vocabulary has "
-                                 f"{target.shape[-1]}")
-            # Positions 0..T-2 predict tokens 1..T-1; only real (non-padding) targets count.
-            positions = batch_mask[:, 1:].bool()
-            student_log = (logits[:, :-1] / temperature).log_softmax(-1)
-            teacher = target[:, :-1]
-            kl = (teacher * (teacher.clamp_min(1e-12).log() - student_log)).sum(-1)
-            loss = temperature ** 2 * kl[positions].mean()
-            if hard_label_weight > 0:
-                loss = loss + hard_label_weight * next_token_loss(logits, batch_ids, batch_mask)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(batch), count + len(batch)
-        history.append(total / count)
-        if on_epoch_end is not None:
-            student.eval()
-            on_epoch_end(epoch + 1, student)
-            student.train()
-    student.eval()
-    return history
+    return fit(student, lambda epoch: lm_batches(ids, mask, batch_size=batch_size, shuffle=True, seed=seed + epoch),
+               loss=loss, optimizer=optimizer, epochs=epochs, progress=progress, desc="distillation epochs",
+               on_epoch_end=None if on_epoch_end is None else lambda epoch, _: on_epoch_end(epoch, student))
 
 
 # ---- Metrics: gender disparity of generations, downstream group gaps ----
@@ -353,7 +343,7 @@ def evaluate_lm(model: nn.Module, tokenizer, *, occupations: Sequence[str], held
     next-token probabilities), and perplexity on ``heldout`` (columns ``text``, ``gender``): on all of it,
     on its gendered sentences (where a debiased model disagrees with the skewed data) and on its
     gender-free sentences (where debiasing should cost nothing)."""
-    from trustml.fairness.lm import perplexity
+    from trustml.models.lm import perplexity
 
     disparity = gender_disparity(model, tokenizer, occupations=occupations, swapper=swapper)
     gendered = heldout["gender"] != ""
@@ -386,10 +376,10 @@ def occupation_bios(n: int = 1200, *, balanced: bool = False, female_share: dict
                     cue_purity: float = 0.6, seed: int = 0) -> pd.DataFrame:
     """Generated short bios (``text``, ``occupation``, ``gender``) for the downstream check (a Bias-in-Bios
     -like task, De-Arteaga et al. 2019, without the title). Genders follow the occupation skew of
-    :data:`~trustml.fairness.lm.OCCUPATION_FEMALE_SHARE` (``balanced=True``: 50/50, for testing); each cue
+    :data:`~trustml.fairness.occupations.OCCUPATION_FEMALE_SHARE` (``balanced=True``: 50/50, for testing); each cue
     word comes from the bio's own occupation with probability ``cue_purity``, else from any occupation."""
     from trustml.fairness.gender_pairs import NAMES_EN
-    from trustml.fairness.lm import _ADJECTIVES, OCCUPATION_FEMALE_SHARE
+    from trustml.fairness.occupations import ADJECTIVES, OCCUPATION_FEMALE_SHARE
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -407,7 +397,7 @@ def occupation_bios(n: int = 1200, *, balanced: bool = False, female_share: dict
                 else all_cues[rng.integers(len(all_cues))] for _ in range(2)]
         text = BIO_FRAMES[rng.integers(len(BIO_FRAMES))].format(
             name=NAMES_EN[rng.integers(len(NAMES_EN))][int(female)], he="she" if female else "he",
-            his="her" if female else "his", cue1=cues[0], cue2=cues[1], adjective=_ADJECTIVES[rng.integers(8)])
+            his="her" if female else "his", cue1=cues[0], cue2=cues[1], adjective=ADJECTIVES[rng.integers(8)])
         rows.append({"text": text, "occupation": occupation, "gender": "female" if female else "male"})
     return pd.DataFrame(rows)
 
@@ -444,14 +434,12 @@ def finetune_classifier(lm: nn.Module, tokenizer, texts: Sequence[str], labels: 
     model = LMClassifier(copy.deepcopy(lm), num_classes)
     input_ids, attention_mask = tokenizer.encode(texts)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for epoch in range(epochs):
-        for rows, ids, mask in lm_batches(input_ids, attention_mask, batch_size=batch_size, shuffle=True,
-                                          seed=seed + epoch):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(ids, mask), labels[rows]).backward()
-            optimizer.step()
-    return model.eval()
+    fit(model, lambda epoch: lm_batches(input_ids, attention_mask, batch_size=batch_size, shuffle=True,
+                                        seed=seed + epoch),
+        loss=lambda model, batch: nn.functional.cross_entropy(model(batch[1], batch[2]), labels[batch[0]],
+                                                              reduction="none"),
+        optimizer=optimizer, epochs=epochs)
+    return model
 
 
 @torch.no_grad()
@@ -480,6 +468,6 @@ def downstream_gaps(classifier: LMClassifier, tokenizer, frame: pd.DataFrame, *,
 
 __all__ = [
     "BIO_CUES", "COMBINE", "DISPARITY_METHODS", "SCOPES", "VARIANTS", "DisparityResult", "LMClassifier", "TeacherCache",
-    "distill", "downstream_gaps", "evaluate_lm", "finetune_classifier", "gender_disparity", "occupation_bios",
+    "distill_student", "downstream_gaps", "evaluate_lm", "finetune_classifier", "gender_disparity", "occupation_bios",
     "perturb_teacher", "token_permutation",
 ]

@@ -132,7 +132,7 @@ def token_states(encoder, texts: Sequence[str], *, layers: Sequence[int], cache:
     if cache is None:
         return _forward_all_layers(encoder, texts, layers, batch_size)
     found = {layer: cache.get(encoder.model_hash, layer, texts) for layer in layers}
-    missing = list(dict.fromkeys(t for i, t in enumerate(texts) if any(found[l][i] is None for l in layers)))
+    missing = list(dict.fromkeys(t for i, t in enumerate(texts) if any(found[layer][i] is None for layer in layers)))
     if missing:
         computed = _forward_all_layers(encoder, missing, range(encoder.num_layers + 1), batch_size)
         for layer, states in computed.items():

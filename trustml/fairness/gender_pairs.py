@@ -133,7 +133,7 @@ def check_pairs(pairs: GenderPairs) -> GenderPairs:
     return pairs
 
 
-def gender_pairs(language: str = "en") -> GenderPairs:
+def load_gender_pairs(language: str = "en") -> GenderPairs:
     """The gender pair lists of ``language`` (only ``"en"`` ships)."""
     if language not in PAIR_LISTS:
         raise ValueError(f"language must be one of {sorted(PAIR_LISTS)} (gender pair lists), got {language!r}")

@@ -12,7 +12,7 @@ With ``n_boot > 0`` every number gets a percentile bootstrap confidence interval
 rows **within each (group, true label) cell** (seeded), so every replicate keeps every group and its base
 rate and FPR/FNR stay defined. Point estimates come from Fairlearn; the replicates are computed from
 per-cell confusion counts with numpy, because one ``MetricFrame`` costs ~50 ms and a thousand replicates
-would take a minute (``tests/fairness/test_group.py`` checks the count path against ``MetricFrame`` on
+would take a minute (``tests/fairness/test_group_metrics.py`` checks the count path against ``MetricFrame`` on
 resampled data).
 
 ``group_accuracy`` does the same for multi-class predictions (e.g. the intent classifier by speaker

@@ -10,7 +10,7 @@
 
 from trustml.federated.partition import (
     PARTITIONERS, label_counts, make_partitioner, partition, partition_rows, plot_label_distributions,
-    sentence_embeddings, to_dataset,
+    sentence_embeddings, to_hf_dataset,
 )
 from trustml.federated.selection import (
     Selection, aggregation_weights, round_rng, sample_devices, selection_probabilities, top_devices,
@@ -25,6 +25,6 @@ __all__ = [
     "PARTITIONERS", "DeviceDP", "FLResult", "FederatedData", "FlatModel", "LocalTraining", "Selection",
     "aggregation_weights", "continual_data", "dp_epsilon", "embedding_model", "label_counts", "local_update",
     "make_partitioner", "partition", "partition_rows", "plot_label_distributions", "round_rng", "run_continual",
-    "run_federated", "sample_devices", "selection_probabilities", "sentence_embeddings", "to_dataset",
+    "run_federated", "sample_devices", "selection_probabilities", "sentence_embeddings", "to_hf_dataset",
     "top_devices", "train_centralized", "unbiased_activity",
 ]

@@ -129,7 +129,8 @@ def continual_comparison(task, selections: Mapping[str, Selection], *, rounds_pe
                                test=tests[-1], eval_every=periods * rounds_per_period, seed=seed, progress=False)
         last = static.history.iloc[[-1]].assign(selection=name, setting="static", seed=seed, period=periods - 1)
         rows.append(last)
-    return pd.concat(rows, ignore_index=True)[["selection", "setting", "seed", "period", "round", "accuracy", "samples"]]
+    columns = ["selection", "setting", "seed", "period", "round", "accuracy", "samples"]
+    return pd.concat(rows, ignore_index=True)[columns]
 
 
 def dp_sweep(task, *, noise_multipliers: Sequence[float], devices_per_round: Sequence[int], rounds: int,

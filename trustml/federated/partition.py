@@ -4,20 +4,20 @@ Every partitioner here is a ``flwr_datasets`` ``Partitioner``: assign a Hugging 
 (``partitioner.dataset = ds``), then ``partitioner.num_partitions`` and ``partitioner.load_partition(i)``.
 flwr-datasets' own partitioners are reused where they already do the job:
 
-========================  =====================================================================  ==========================
-name                      what a client gets                                                     built on
-========================  =====================================================================  ==========================
-``iid``                   a random equal share                                                   ``IidPartitioner`` (+ shuffle)
-``label_skew``            equal size, labels drawn from ``q_k ~ Dir(α·p)``, ``p`` the global     trustml (see below)
-                          label prior; exhausted labels are back-filled
-``quantity_skew``         IID labels, size share ``s ~ Dir(β·1)``                                ``SizePartitioner`` (+ shuffle)
-``feature_skew``          k-means clusters of sentence embeddings fed to ``label_skew``          trustml + scikit-learn
-``natural``               one client per natural id (device, domain)                             ``NaturalIdPartitioner``
-``heavy_tailed``          log-normal client sizes (σ = ``tail``), IID labels — or ``label_skew``  ``SizePartitioner`` (+ shuffle)
-                          with ``alpha`` given
-========================  =====================================================================  ==========================
+=================  ==============================================================  ==============================
+name               what a client gets                                              built on
+=================  ==============================================================  ==============================
+``iid``            a random equal share                                            ``IidPartitioner`` (+ shuffle)
+``label_skew``     equal size, labels drawn from ``q_k ~ Dir(α·p)``, ``p`` the     trustml (see below)
+                   global label prior; exhausted labels are back-filled
+``quantity_skew``  IID labels, size share ``s ~ Dir(β·1)``                         ``SizePartitioner`` (+ shuffle)
+``feature_skew``   k-means clusters of sentence embeddings fed to ``label_skew``   trustml + scikit-learn
+``natural``        one client per natural id (device, domain)                      ``NaturalIdPartitioner``
+``heavy_tailed``   log-normal client sizes (σ = ``tail``), IID labels — or         ``SizePartitioner`` (+ shuffle)
+                   ``label_skew`` with ``alpha`` given
+=================  ==============================================================  ==============================
 
-``to_dataset(frame)`` turns a pandas frame into a ``datasets.Dataset`` with a ``row`` column (the frame
+``to_hf_dataset(frame)`` turns a pandas frame into a ``datasets.Dataset`` with a ``row`` column (the frame
 position), so ``partition_rows(partitioner)`` gives each client's rows of the original tensors — what
 ``trustml.federated.simulate`` consumes. ``plot_label_distributions`` is flwr-datasets' plot.
 
@@ -95,7 +95,7 @@ def _sizes_at_least(draw: Callable[[], np.ndarray], num_rows: int, *, min_partit
         f"rows (empty partitions); {hint}, use fewer partitions or lower min_partition_size")
 
 
-def to_dataset(frame: pd.DataFrame, *, columns: Sequence[str] = DEFAULT_COLUMNS) -> datasets.Dataset:
+def to_hf_dataset(frame: pd.DataFrame, *, columns: Sequence[str] = DEFAULT_COLUMNS) -> datasets.Dataset:
     """A ``datasets.Dataset`` of ``columns`` (those present) plus ``row`` = position in ``frame``."""
     present = [c for c in columns if c in frame.columns]
     if not present:
@@ -106,9 +106,9 @@ def to_dataset(frame: pd.DataFrame, *, columns: Sequence[str] = DEFAULT_COLUMNS)
 
 
 def partition_rows(partitioner: Partitioner) -> list[np.ndarray]:
-    """Each partition's ``row`` values (positions in the frame given to ``to_dataset``)."""
+    """Each partition's ``row`` values (positions in the frame given to ``to_hf_dataset``)."""
     if "row" not in partitioner.dataset.column_names:
-        raise KeyError("the dataset has no 'row' column: build it with trustml.federated.partition.to_dataset")
+        raise KeyError("the dataset has no 'row' column: build it with trustml.federated.partition.to_hf_dataset")
     return [np.asarray(partitioner.load_partition(i)["row"], dtype=np.int64) for i in range(partitioner.num_partitions)]
 
 
@@ -223,7 +223,7 @@ class LabelSkewPartitioner(Partitioner):
 
     def load_partition(self, partition_id: int) -> datasets.Dataset:
         if self._rows is None:
-            raise AttributeError("assign a dataset first: partitioner.dataset = to_dataset(frame)")
+            raise AttributeError("assign a dataset first: partitioner.dataset = to_hf_dataset(frame)")
         return self.dataset.select(self._rows[partition_id])
 
 
@@ -241,8 +241,9 @@ class QuantitySkewPartitioner(SizePartitioner):
     def dataset(self, value: datasets.Dataset) -> None:
         _check_fits(self._num, len(value))
         rng = np.random.default_rng(self._seed)
-        self._partition_sizes = _sizes_at_least(lambda: rng.dirichlet(np.full(self._num, self._beta)), len(value),
-                                                min_partition_size=self._min_size, hint=f"increase beta (got {self._beta})").tolist()
+        self._partition_sizes = _sizes_at_least(
+            lambda: rng.dirichlet(np.full(self._num, self._beta)), len(value), min_partition_size=self._min_size,
+            hint=f"increase beta (got {self._beta})").tolist()
         Partitioner.dataset.fset(self, value.shuffle(seed=self._seed))
 
 
@@ -344,7 +345,7 @@ def make_partitioner(name: str, **options) -> Partitioner:
 def partition(frame: pd.DataFrame, name: str, **options) -> tuple[Partitioner, list[np.ndarray]]:
     """Partition ``frame`` with ``make_partitioner(name, **options)``: the partitioner and each client's rows."""
     partitioner = make_partitioner(name, **options)
-    partitioner.dataset = to_dataset(frame)
+    partitioner.dataset = to_hf_dataset(frame)
     rows = partition_rows(partitioner)
     empty = [i for i, r in enumerate(rows) if len(r) == 0]
     if empty:
@@ -402,5 +403,5 @@ __all__ = [
     "FeatureSkewPartitioner", "HeavyTailedPartitioner", "LabelSkewPartitioner", "PARTITIONERS",
     "QuantitySkewPartitioner", "ShuffledIidPartitioner", "equal_sizes", "label_counts", "label_skew_assignment",
     "make_partitioner", "mean_tv_distance",
-    "natural", "partition", "partition_rows", "plot_label_distributions", "sentence_embeddings", "to_dataset",
+    "natural", "partition", "partition_rows", "plot_label_distributions", "sentence_embeddings", "to_hf_dataset",
 ]

@@ -1,4 +1,4 @@
-"""Which devices train in a round, and how their updates are weighted (DESIGN §4, Device selection).
+"""Which devices train in a round, and how their updates are weighted.
 
 A federated round asks ``m`` of the ``K`` devices for an update. How they are picked matters on real
 device data, where activity — the number of samples ``n_k`` a device holds — is heavy-tailed:

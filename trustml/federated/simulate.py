@@ -25,7 +25,6 @@ ClientApp calls the same ``local_update``, so both paths train identically (the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -38,7 +37,8 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from trustml.federated.selection import Selection, check_devices_per_round, collapse, round_rng
-from trustml.models import EmbeddingClassifier
+from trustml.models import EmbeddingClassifier, fit
+from trustml.threads import limit_threads
 
 # ------------------------------------------------------------------------------------------- data
 
@@ -219,7 +219,8 @@ def device_seed(seed: int, server_round: int, device: int) -> np.random.SeedSequ
 
 def local_update(model: FlatModel, params: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, *,
                  training: LocalTraining, seed: np.random.SeedSequence | int) -> tuple[torch.Tensor, float]:
-    """Local SGD from ``params`` on one device's data; returns the new parameters and the mean loss."""
+    """Local SGD from ``params`` on one device's data; returns the new parameters and the mean training loss
+    (cross-entropy, averaged over the local epochs)."""
     n = len(labels)
     if n == 0:
         raise ValueError("local_update: the device holds no data (n_k = 0); such devices must not be selected")
@@ -227,19 +228,24 @@ def local_update(model: FlatModel, params: torch.Tensor, inputs: torch.Tensor, l
     anchor = params.detach()
     w = params.detach().clone().requires_grad_(True)
     lr, mu, batch = training.lr, training.mu, training.batch_size
-    total, steps = torch.zeros(()), 0
-    for _ in range(training.epochs):
+
+    def batches(epoch: int):
         order = torch.from_numpy(rng.permutation(n)) if n > batch else None
         for a in range(0, n, batch):
-            index = order[a : a + batch] if order is not None else slice(None)
-            loss = F.cross_entropy(model.forward(w, inputs[index]), labels[index])
-            objective = loss + 0.5 * mu * (w - anchor).pow(2).sum() if mu else loss
-            (gradient,) = torch.autograd.grad(objective, w)
-            with torch.no_grad():
-                w.sub_(gradient, alpha=lr)
-            total += loss.detach()
-            steps += 1
-    return w.detach(), total.item() / steps
+            yield order[a : a + batch] if order is not None else slice(None)
+
+    def sgd_step(losses: torch.Tensor) -> None:  # plain SGD on the flat vector, with FedProx' proximal term
+        loss = losses.mean()
+        objective = loss + 0.5 * mu * (w - anchor).pow(2).sum() if mu else loss
+        (gradient,) = torch.autograd.grad(objective, w)
+        with torch.no_grad():
+            w.sub_(gradient, alpha=lr)
+
+    def loss(_, index) -> torch.Tensor:
+        return F.cross_entropy(model.forward(w, inputs[index]), labels[index], reduction="none")
+
+    history = fit(None, batches, loss=loss, update=sgd_step, epochs=training.epochs)
+    return w.detach(), float(np.mean(history))
 
 
 # ------------------------------------------------------------------------------------------ DP
@@ -277,23 +283,6 @@ def dp_epsilon(*, noise_multiplier: float, devices_per_round: int, num_devices: 
 # ----------------------------------------------------------------------------------------- runs
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Run a block with ``threads`` intra-op threads (``None``: leave as is). The loop's tensors are tiny
-    (a batch of 16 short utterances): extra threads only add synchronisation, and on a busy machine a
-    second thread waiting for a core slows every step down several-fold."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-
 @dataclasses.dataclass
 class FLResult:
     """Final parameters, a per-evaluation history, and the devices selected in each round."""
@@ -322,8 +311,8 @@ def run_rounds(model: FlatModel, data: FederatedData, params: torch.Tensor, *, r
                threads: int | None = 1) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
     """``rounds`` FL rounds on ``data`` from ``params``; returns the final params, selections and weights.
 
-    ``threads``: torch intra-op threads during the loop (default 1, see ``torch_threads``)."""
-    with torch_threads(threads):
+    ``threads``: torch intra-op threads during the loop (default 1: its tensors are tiny; ``trustml.threads``)."""
+    with limit_threads(threads):
         return _run_rounds(model, data, params, rounds=rounds, devices_per_round=devices_per_round,
                            selection=selection, training=training, seed=seed, first_round=first_round, dp=dp,
                            test=test, eval_every=eval_every, on_eval=on_eval, progress=progress)
@@ -403,8 +392,9 @@ def run_federated(model: FlatModel, data: FederatedData, *, rounds: int, devices
 
 def run_continual(model: FlatModel, periods: Sequence[FederatedData], *, rounds_per_period: int,
                   devices_per_round: int, selection: Selection = Selection("uniform"),
-                  training: LocalTraining = LocalTraining(), tests: Sequence[TensorDataset] | TensorDataset | None = None,
-                  seed: int = 0, params: torch.Tensor | None = None, progress: bool = True) -> FLResult:
+                  training: LocalTraining = LocalTraining(),
+                  tests: Sequence[TensorDataset] | TensorDataset | None = None, seed: int = 0,
+                  params: torch.Tensor | None = None, progress: bool = True) -> FLResult:
     """Continual FL: ``rounds_per_period`` rounds on each period's data in turn, each period starting from
     the previous global model. ``tests`` is one test set per period (or one for all); the history has one
     row per period (evaluated at its end)."""
@@ -430,8 +420,9 @@ def run_continual(model: FlatModel, periods: Sequence[FederatedData], *, rounds_
     return FLResult(params, pd.DataFrame(rows), selected, weights)
 
 
-def train_centralized(model: FlatModel, dataset: TensorDataset, *, epochs: int, training: LocalTraining = LocalTraining(),
-                      seed: int = 0, params: torch.Tensor | None = None) -> torch.Tensor:
+def train_centralized(model: FlatModel, dataset: TensorDataset, *, epochs: int,
+                      training: LocalTraining = LocalTraining(), seed: int = 0,
+                      params: torch.Tensor | None = None) -> torch.Tensor:
     """Plain SGD on pooled data with the same local optimiser (the centralized reference)."""
     params = model.flatten() if params is None else params
     step = dataclasses.replace(training, epochs=epochs, mu=0.0)

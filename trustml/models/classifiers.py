@@ -1,4 +1,4 @@
-"""The book's two text classifiers.
+"""The book's two text classifiers and their registry (``build_model("embedding" | "transformer", ...)``).
 
 Both take ``input_ids`` (B, T) or ``inputs_embeds`` (B, T, d) — the latter lets white-box attacks feed
 soft tokens — and expose their token embedding through ``get_input_embeddings()``. Only Embedding,
@@ -86,7 +86,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = (f(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2) for f in (self.query, self.key, self.value))
+        q, k, v = (f(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+                   for f in (self.query, self.key, self.value))
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
         allowed = mask.bool()[:, None, None, :]
         if self.causal:
@@ -141,3 +142,15 @@ class TransformerClassifier(_TextClassifier):
         for block in self.blocks:
             x = block(x, mask)
         return self.head(masked_mean(self.norm(x), mask))
+
+
+#: The classifiers by name: what attacks and experiments ask for when they train many models the same way.
+ARCHITECTURES: dict[str, type[nn.Module]] = {"embedding": EmbeddingClassifier, "transformer": TransformerClassifier}
+
+
+def build_model(architecture: str, *, vocab_size: int, num_classes: int, seed: int = 0, **options) -> nn.Module:
+    """A fresh model from :data:`ARCHITECTURES` (``"embedding"`` or ``"transformer"``), initialised from ``seed``."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
+    torch.manual_seed(seed)
+    return ARCHITECTURES[architecture](vocab_size, num_classes, **options)

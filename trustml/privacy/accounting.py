@@ -137,7 +137,8 @@ def _search_noise_multiplier(target_epsilon: float, sample_rate: float, delta: f
     while epsilon(high) > target_epsilon:
         low, high = high, 2 * high
         if high > MAX_NOISE_MULTIPLIER:
-            raise ValueError(f"target_epsilon={target_epsilon} is unreachable: even σ₀={MAX_NOISE_MULTIPLIER:g} spends more")
+            raise ValueError(f"target_epsilon={target_epsilon} is unreachable: even σ₀={MAX_NOISE_MULTIPLIER:g} "
+                             "spends more")
     eps_high = epsilon(high)
     while target_epsilon - eps_high > epsilon_tolerance and high - low > 1e-6 * high:
         middle = (low + high) / 2
@@ -170,5 +171,5 @@ def epsilon_curve(*, noise_multiplier: float | Sequence[float], sample_rate: flo
     return pd.DataFrame(rows)
 
 
-__all__ = ["ACCOUNTANTS", "epsilon_curve", "epsilon_of_history", "get_epsilon", "get_noise_multiplier", "history", "noise_schedule",
-           "steps_per_epoch"]
+__all__ = ["ACCOUNTANTS", "epsilon_curve", "epsilon_of_history", "get_epsilon", "get_noise_multiplier", "history",
+           "noise_schedule", "steps_per_epoch"]

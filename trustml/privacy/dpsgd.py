@@ -16,6 +16,7 @@ micro-batch mean can swing from one clipped vector to another; see :data:`SENSIT
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 
@@ -23,7 +24,6 @@ import torch
 from opacus.accountants import create_accountant
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
-from tqdm.auto import tqdm
 
 from trustml.privacy.accounting import check_accountant, get_noise_multiplier, steps_per_epoch
 from trustml.privacy.engine import ClippingEngine, ClipStats
@@ -84,7 +84,8 @@ class DPSGD:
 
     # ------------------------------------------------------------------ data
     def poisson_loader(self, dataset: Dataset, *, batch_size: float | None = None, sample_rate: float | None = None,
-                       epochs: float | None = None, steps: int | None = None, seed: int | None = None) -> PoissonBatches:
+                       epochs: float | None = None, steps: int | None = None,
+                       seed: int | None = None) -> PoissonBatches:
         """Poisson-sampled batches of ``dataset`` with rate q = ``batch_size``/N (or ``sample_rate``).
 
         Runs ``steps`` steps, or ``epochs`` × ⌊1/q⌋ (default: the ``epochs`` given to the constructor).
@@ -160,7 +161,8 @@ class DPSGD:
         groups = None
         if self.mode == "micro_batch":
             n_groups = int(self.expected_units(batch))
-            groups = self.engine.micro_batch_groups(batch, n_groups=n_groups, generator=self._generator(torch.device("cpu")),
+            groups = self.engine.micro_batch_groups(batch, n_groups=n_groups,
+                                                    generator=self._generator(torch.device("cpu")),
                                                     device=losses.device)
         stats = self.engine.clipped_sum(losses, groups=groups)
         divisor = self.expected_units(batch)
@@ -232,10 +234,6 @@ class PrivateTraining:
                 "noise_decay": self.noise_decay, "final_loss": self.losses[-1] if self.losses else float("nan")}
 
 
-def _loss(model: nn.Module, inputs, labels, reduction: str) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(inputs), labels, reduction=reduction)
-
-
 def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | None = None,
                   noise_multiplier: float | None = None, delta: float = 1e-5, epochs: float = 3,
                   batch_size: int = 256, lr: float = 1e-2, optimizer: str = "adam", max_grad_norm: float = 1.0,
@@ -247,7 +245,7 @@ def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | 
     ``epsilon=math.inf`` trains without clipping or noise on the same Poisson-sampled batches (the
     non-private reference). Returns the model (hooks removed, eval mode) and the accountant's ε.
     """
-    from trustml.models.training import make_optimizer
+    from trustml.models.training import classification_loss, fit, gradient_step, make_optimizer
 
     if (epsilon is None) == (noise_multiplier is None):
         raise ValueError("pass exactly one of epsilon and noise_multiplier")
@@ -266,28 +264,14 @@ def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | 
         q = batch_size / len(dataset)
         loader = PoissonBatches(dataset, sample_rate=q, steps=max(1, round(epochs * steps_per_epoch(q))), seed=seed)
     per_epoch = steps_per_epoch(loader.sample_rate)
-    losses, total, count = [], 0.0, 0
-    model.train()
+    steps = iter(loader)  # one Poisson-sampled pass, cut into epochs of ⌊1/q⌋ steps for the loss history
     try:
-        for step, (inputs, labels) in enumerate(tqdm(loader, desc="steps", disable=not progress), start=1):
-            inputs, labels = inputs.to(device), labels.to(device)
-            if private:
-                batch_losses = _loss(model, inputs, labels, "none")
-                dp.step(batch_losses)
-            else:
-                opt.zero_grad()
-                batch_losses = _loss(model, inputs, labels, "none")
-                if len(labels):
-                    batch_losses.mean().backward()
-                    opt.step()
-            total, count = total + float(batch_losses.detach().sum()), count + len(labels)
-            if step % per_epoch == 0 or step == len(loader):
-                losses.append(total / max(count, 1))
-                total, count = 0.0, 0
+        losses = fit(model, lambda epoch: itertools.islice(steps, per_epoch), loss=classification_loss(device),
+                     update=dp.step if private else gradient_step(opt), epochs=math.ceil(len(loader) / per_epoch),
+                     progress=progress, desc="epochs")
     finally:
         if private:
             dp.detach()
-        model.eval()
     if private:
         return PrivateTraining(model, dp.epsilon(delta), delta, dp.noise_multiplier, dp.sample_rate, dp.steps_taken,
                                accountant, dp.history, losses, mode, noise_decay)

@@ -161,7 +161,8 @@ class ClippingEngine:
                 raise ValueError(f"{option} must be one of {allowed}, got {value!r}")
         if mode == "micro_batch":
             if micro_batch_size is None or int(micro_batch_size) != micro_batch_size or micro_batch_size < 1:
-                raise ValueError(f"micro_batch_size must be an integer >= 1 in micro_batch mode, got {micro_batch_size}")
+                raise ValueError("micro_batch_size must be an integer >= 1 in micro_batch mode, "
+                                 f"got {micro_batch_size}")
         elif micro_batch_size is not None:
             raise ValueError("micro_batch_size applies to mode='micro_batch' only")
         if layer_max_grad_norms is not None and clipping != "per_layer":
@@ -312,7 +313,8 @@ class ClippingEngine:
             groups = self.micro_batch_groups(B, device=device)
         groups = torch.as_tensor(groups, device=device).long()
         if groups.shape != (B,) or (B and groups.min() < 0):
-            raise ValueError(f"groups must be a (batch,) tensor of micro-batch indices >= 0, got shape {tuple(groups.shape)}")
+            raise ValueError("groups must be a (batch,) tensor of micro-batch indices >= 0, "
+                             f"got shape {tuple(groups.shape)}")
         # Renumber to the non-empty micro-batches 0..U-1.
         present, unit_of = torch.unique(groups, return_inverse=True)
         unit_size = torch.bincount(unit_of, minlength=len(present))

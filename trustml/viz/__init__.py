@@ -1,4 +1,4 @@
-"""The three views of a trade-off, one call each (DESIGN §2.5).
+"""The three views of a trade-off, one call each (the notebook contract, item 5, in CONTRIBUTING.md).
 
 1. ``static_figure`` — a matplotlib figure (always renders, in print and on the static site);
 2. ``slider_figure`` — a plotly figure with a slider over a precomputed grid (moves on the static site,

@@ -121,5 +121,6 @@ class ActivityFedAvg(FedAvg):
         for reply in replies:  # activity from train replies stays current
             node_id = reply.metadata.src_node_id
             if not reply.has_error() and node_id in self.devices:
-                self.devices[node_id].num_examples = int(next(iter(reply.content.metric_records.values()))["num-examples"])
+                metrics = next(iter(reply.content.metric_records.values()))
+                self.devices[node_id].num_examples = int(metrics["num-examples"])
         return super().aggregate_train(server_round, replies)

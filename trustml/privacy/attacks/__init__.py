@@ -25,13 +25,14 @@ from trustml.privacy.attacks.results import AttackResult, check_fpr, plot_roc, r
 from trustml.privacy.attacks.scores import logit_confidence, model_logits, per_example_loss
 from trustml.privacy.attacks.shadow import MembershipGame, balanced_membership, random_halves
 from trustml.privacy.attacks.targets import (
-    ARCHITECTURES, build_model, make_trainer, train_model, train_with_early_stopping,
+    make_trainer, train_model, train_with_early_stopping,
 )
 
 __all__ = [
-    "ARCHITECTURES", "ATTACKS", "DEFENCES", "DIGITS", "PHONE_TEMPLATE", "PIN_TEMPLATE", "AttackResult", "AuditResult",
-    "CanaryProbe", "ExposureResult", "InversionResult", "MembershipGame", "Setting", "attack_canaries", "attack_features", "balanced_membership",
-    "build_model", "canary_experiment", "canary_probe", "canary_table", "candidate_losses", "check_fpr", "clopper_pearson",
+    "ATTACKS", "DEFENCES", "DIGITS", "PHONE_TEMPLATE", "PIN_TEMPLATE", "AttackResult", "AuditResult",
+    "CanaryProbe", "ExposureResult", "InversionResult", "MembershipGame", "Setting", "attack_canaries",
+    "attack_features", "balanced_membership", "canary_experiment", "canary_probe", "canary_table",
+    "candidate_losses", "check_fpr", "clopper_pearson",
     "epsilon_lower_bound", "exposure", "lira_offline", "lira_online", "logit_confidence", "loss_attack",
     "make_canaries", "make_trainer", "model_logits", "modiva", "per_example_loss", "plot_roc", "rank_exposure",
     "random_halves", "recovery_by", "results_table", "roc_points", "run_setting", "shadow_attack", "train_model",

@@ -80,7 +80,8 @@ class AuditResult:
         claimed = "∞ (no DP)" if self.epsilon_claimed is None or np.isinf(self.epsilon_claimed) else \
             f"{self.epsilon_claimed:.2f}"
         return (f"audit{f' ({self.attack})' if self.attack else ''}: ε ≥ {self.epsilon_lower:.3f} with "
-                f"{self.confidence:.0%} confidence (point estimate {self.epsilon_point:.3f}); accountant ε = {claimed}\n"
+                f"{self.confidence:.0%} confidence (point estimate {self.epsilon_point:.3f}); "
+                f"accountant ε = {claimed}\n"
                 f"  at threshold {self.threshold:.4g}: TPR {self.tpr:.3f} (≥ {self.tpr_low:.3f}), "
                 f"FPR {self.fpr:.3f} (≤ {self.fpr_high:.3f}); {self.n_members} members, {self.n_nonmembers} "
                 f"non-members, δ = {self.delta:g}")
@@ -122,7 +123,8 @@ def epsilon_lower_bound(scores, is_member=None, *, delta: float, confidence: flo
     best = int(np.argmax(bound))
     tpr, fpr = tp / n_pos, fp / n_neg
     return AuditResult(
-        epsilon_lower=float(max(bound[best], 0.0)), epsilon_point=float(max(_epsilon(tpr[best], fpr[best], delta), 0.0)),
+        epsilon_lower=float(max(bound[best], 0.0)),
+        epsilon_point=float(max(_epsilon(tpr[best], fpr[best], delta), 0.0)),
         threshold=float(thresholds[best]), tpr=float(tpr[best]), fpr=float(fpr[best]), tpr_low=float(tpr_low[best]),
         fpr_high=float(fpr_high[best]), delta=float(delta), confidence=float(confidence), n_members=n_pos,
         n_nonmembers=n_neg, attack=name, epsilon_claimed=epsilon_claimed,

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from trustml.data import INTENTS, Canary, WordTokenizer
-from trustml.privacy.attacks.threads import single_thread
+from trustml.threads import limit_threads
 
 DIGITS: tuple[str, ...] = tuple("0123456789")
 PIN_TEMPLATE = "my pin code is {secret}"
@@ -171,7 +171,7 @@ def exposure(model: torch.nn.Module, probe: CanaryProbe, *, max_exact: int = 100
         candidates = torch.randint(size, (n_samples, n_symbols), generator=generator)
         candidates = candidates[~(candidates == torch.tensor(probe.secret)).all(1)]
         candidates = torch.cat([candidates, torch.tensor([probe.secret])])
-    with single_thread():
+    with limit_threads(1):
         losses = candidate_losses(model, probe, candidates, batch_size=batch_size)
     secret_row = int((candidates == torch.tensor(probe.secret)).all(1).nonzero()[0, 0])
     rank, bits = rank_exposure(losses, float(losses[secret_row]), space=space)

@@ -20,8 +20,9 @@ from trustml.data import Canary, IntentTask, subset
 from trustml.models import accuracy
 from trustml.privacy.attacks.canary import canary_probe, exposure
 from trustml.privacy.attacks.modiva import InversionResult, modiva
-from trustml.privacy.attacks.targets import build_model, train_with_early_stopping
-from trustml.privacy.attacks.threads import single_thread
+from trustml.models import build_model
+from trustml.privacy.attacks.targets import train_with_early_stopping
+from trustml.threads import limit_threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ def train_nlu_model(task: IntentTask, setting: Setting = Setting(), *, epochs: i
     options = {"max_length": task.tokenizer.max_length, **(model_options or {}), "dropout": setting.dropout}
     model = build_model("transformer", vocab_size=task.tokenizer.vocab_size, num_classes=task.num_classes,
                         seed=seed, **options)
-    with single_thread():
+    with limit_threads(1):
         if setting.early_stopping:
             train_set, validation = validation_split(task, seed=seed)
             history = train_with_early_stopping(model, train_set, validation, max_epochs=epochs,

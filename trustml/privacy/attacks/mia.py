@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from trustml.privacy.attacks.threads import single_thread
+from trustml.threads import limit_threads
 from trustml.privacy.attacks.scores import check_logits_labels, logit_confidence, per_example_loss
 
 
@@ -109,7 +109,7 @@ def shadow_attack(target_logits, labels, shadow_logits, shadow_membership, *, se
         raise ValueError("the shadow models need both members and non-members to train the attack model")
     features = attack_features(shadow_logits, labels).reshape(-1, attack_features(target_logits, labels).shape[-1])
     classifier = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed)
-    with single_thread():  # the fit is tiny; competing thread pools make it ~50x slower
+    with limit_threads(1):  # the fit is tiny; competing thread pools make it ~50x slower
         classifier.fit(features, membership.ravel())
         return classifier.predict_proba(attack_features(target_logits, labels))[:, 1]
 

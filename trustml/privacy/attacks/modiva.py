@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from trustml.privacy.attacks.canary import CanaryProbe
-from trustml.privacy.attacks.threads import single_thread
+from trustml.threads import limit_threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +52,8 @@ class InversionResult:
         return 1.0 / self.alphabet_size
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"guess": [" ".join(map(str, g)) for g in self.guesses],
-                             "exact": self.exact, "digit accuracy": self.symbol_accuracy, "inversion loss": self.losses})
+        return pd.DataFrame({"guess": [" ".join(map(str, g)) for g in self.guesses], "exact": self.exact,
+                             "digit accuracy": self.symbol_accuracy, "inversion loss": self.losses})
 
     def summary(self) -> str:
         return (f"ModIvA: exact recovery {self.exact.mean():.2f} (chance {self.exact_chance:.0e}), "
@@ -87,7 +87,7 @@ def modiva(model: torch.nn.Module, probes: Sequence[CanaryProbe], *, restarts: i
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     try:
-        with single_thread():
+        with limit_threads(1):
             return _invert(model, probes, restarts=restarts, steps=steps, lr=lr, init_scale=init_scale, seed=seed)
     finally:
         for parameter, flag in zip(model.parameters(), flags):
@@ -101,7 +101,8 @@ def _invert(model, probes, *, restarts, steps, lr, init_scale, seed) -> Inversio
     n_probes, k = len(probes), probes[0].n_symbols
     input_ids = torch.stack([p.input_ids for p in probes]).to(device)  # (P, T)
     input_ids = input_ids[:, : int((input_ids != 0).any(0).nonzero().max()) + 1]  # drop all-padding columns
-    mask = (input_ids != embedding.padding_idx).long() if embedding.padding_idx is not None else torch.ones_like(input_ids)
+    mask = ((input_ids != embedding.padding_idx).long() if embedding.padding_idx is not None
+            else torch.ones_like(input_ids))
     positions = torch.stack([p.positions for p in probes]).to(device)  # (P, k)
     labels = torch.tensor([p.label for p in probes], device=device).repeat_interleave(restarts)
     alphabet = embedding.weight[torch.stack([p.alphabet_ids for p in probes]).to(device)]  # (P, A, d)
@@ -130,7 +131,8 @@ def _invert(model, probes, *, restarts, steps, lr, init_scale, seed) -> Inversio
     with torch.no_grad():  # score each restart's discrete guess and keep the best one per probe
         guesses = z.argmax(-1)  # (P, R, k)
         one_hot = torch.nn.functional.one_hot(guesses, alphabet.shape[1]).to(alphabet.dtype)
-        discrete = torch.nn.functional.cross_entropy(forward(one_hot), labels, reduction="none").view(n_probes, restarts)
+        discrete = torch.nn.functional.cross_entropy(forward(one_hot), labels, reduction="none")
+        discrete = discrete.view(n_probes, restarts)
         best = discrete.argmin(1)
         chosen = guesses[torch.arange(n_probes), best]
         probabilities = z.softmax(-1)[torch.arange(n_probes), best]

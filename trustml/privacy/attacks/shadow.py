@@ -25,7 +25,7 @@ from trustml.data import subset
 from trustml.privacy.attacks.mia import ATTACKS
 from trustml.privacy.attacks.results import AttackResult
 from trustml.privacy.attacks.scores import check_logits_labels, model_logits
-from trustml.privacy.attacks.threads import single_thread
+from trustml.threads import limit_threads
 
 TrainFn = Callable[..., torch.nn.Module]  # train_fn(train_set: TensorDataset, *, seed: int) -> model or record
 
@@ -87,7 +87,7 @@ class MembershipGame:
         targets = random_halves(len(population), n_targets, seed=seed)
         shadows = balanced_membership(len(population), n_shadows, seed=seed + 1)
         runs = []
-        with single_thread():
+        with limit_threads(1):
             for j, members in enumerate(tqdm([*targets, *shadows], desc="models", disable=not progress)):
                 trained = train_fn(subset(population, np.flatnonzero(members)), seed=seed * 1000 + j)
                 # train_fn may return the model, or a training record with .model and the accountant's .epsilon
@@ -104,7 +104,7 @@ class MembershipGame:
         if unknown or not attacks:
             raise ValueError(f"attacks must be a non-empty list among {list(ATTACKS)}, got {list(attacks)}")
         results = {}
-        with single_thread():
+        with limit_threads(1):
             for name in attacks:
                 scores = [ATTACKS[name](logits, self.labels, self.shadow_logits, self.shadow_membership)
                           for logits in self.target_logits]

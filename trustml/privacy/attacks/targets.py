@@ -4,7 +4,7 @@ The attacks need models trained *the same way* many times (shadow models), so th
 ``train_fn(train_set, *, seed) -> PrivateTraining``. DP-SGD comes from ``trustml.privacy.train_private``
 (Poisson sampling, σ calibrated to the target ε by the accountant); ``epsilon=inf`` runs the same loop
 on the same Poisson batches without clipping or noise, so ε is the only thing that changes.
-Early stopping, a non-DP defence, has its own small loop because it needs a validation set.
+Early stopping, a non-DP defence, stops :func:`trustml.models.fit` from its epoch callback (a validation set).
 """
 
 from __future__ import annotations
@@ -18,17 +18,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from trustml.data import make_loader
-from trustml.models import EmbeddingClassifier, TransformerClassifier, make_optimizer
-
-ARCHITECTURES = {"embedding": EmbeddingClassifier, "transformer": TransformerClassifier}
-
-
-def build_model(architecture: str, *, vocab_size: int, num_classes: int, seed: int = 0, **options) -> nn.Module:
-    """A fresh model from the registry (``"embedding"`` or ``"transformer"``), initialised from ``seed``."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
-    torch.manual_seed(seed)
-    return ARCHITECTURES[architecture](vocab_size, num_classes, **options)
+from trustml.models import build_model, classification_loss, fit, make_optimizer
 
 
 def train_model(train_set: TensorDataset, *, seed: int, vocab_size: int, num_classes: int,
@@ -39,7 +29,8 @@ def train_model(train_set: TensorDataset, *, seed: int, vocab_size: int, num_cla
     Returns the ``PrivateTraining`` record (``.model``, the accountant's ``.epsilon``, ...)."""
     from trustml.privacy import train_private
 
-    model = build_model(architecture, vocab_size=vocab_size, num_classes=num_classes, seed=seed, **(model_options or {}))
+    model = build_model(architecture, vocab_size=vocab_size, num_classes=num_classes, seed=seed,
+                        **(model_options or {}))
     if math.isinf(epsilon):
         return train_private(model, train_set, epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size,
                              lr=lr, max_grad_norm=max_grad_norm, seed=seed)
@@ -80,20 +71,17 @@ def train_with_early_stopping(model: nn.Module, train_set: TensorDataset, valida
     optimizer = make_optimizer("adam", model.parameters(), lr=lr)
     loader = make_loader(train_set, batch_size=batch_size, shuffle=True, seed=seed)
     best, best_state, history = math.inf, copy.deepcopy(model.state_dict()), []
-    for _ in range(max_epochs):
-        model.train()
-        for inputs, labels in loader:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(inputs), labels).backward()
-            optimizer.step()
-        model.eval()
+
+    def validate(epoch: int, _train_loss: float) -> bool:
+        nonlocal best, best_state
         with torch.no_grad():
             inputs, labels = validation.tensors
             history.append(float(nn.functional.cross_entropy(model(inputs), labels)))
         if history[-1] < best:
             best, best_state = history[-1], copy.deepcopy(model.state_dict())
-        elif len(history) - 1 - history.index(best) >= patience:
-            break
+        return len(history) - 1 - history.index(best) >= patience  # stop: no improvement for `patience` epochs
+
+    fit(model, loader, loss=classification_loss(), optimizer=optimizer, epochs=max_epochs, on_epoch_end=validate)
     model.load_state_dict(best_state)
     model.eval()
     return history

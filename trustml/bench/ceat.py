@@ -1,7 +1,6 @@
 """Timing of CEAT with and without the embedding cache (speed goals live here, not in unit tests).
 
-    python -m trustml.fairness.bench --test weat1 --layer 6 --n-samples 1000 --contexts-per-word 20
-    (or ``python -m trustml.bench ceat ...`` once registered in ``trustml.bench.SUBCOMMANDS``)
+    python -m trustml.bench ceat --test weat1 --layer 6 --n-samples 1000 --contexts-per-word 20
 
 After an untimed warm-up pass, runs CEAT three times in one process on the same inputs: with no cache
 (every context encoded), with an empty cache (encode + store: "the first run"), and again with the
@@ -69,8 +68,3 @@ def main(args: argparse.Namespace) -> int:
     print(f"  speed-up warm vs no cache: {timings['no cache'] / warm:.0f}x (results identical)")
     return 0
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    raise SystemExit(main(parser.parse_args()))

@@ -1,13 +1,12 @@
 """Time the in-process FL loop: 1000 devices × 100 rounds × 10 devices per round on the embedding intent model.
 
-    python -m trustml.federated.bench [--devices 1000] [--rounds 100] [--per-round 10] [--threads 2]
-    (or ``python -m trustml.bench simulate ...`` once registered in ``trustml.bench.SUBCOMMANDS``)
+    python -m trustml.bench simulate [--devices 1000] [--rounds 100] [--per-round 10] [--threads 2]
 
 For uniform and activity selection (γ = 1) it times ``trustml.federated.simulate.run_federated`` (FedAvg,
 1 local epoch, batch 16, evaluation only at the end) and a naive loop on the same selections — a deep copy
 of the ``nn.Module`` per device, ``torch.optim.SGD`` and a ``DataLoader``, ``state_dict`` averaging —
 for ``--naive-rounds`` rounds, scaled to the full run by local steps. Both loops run with one torch
-intra-op thread (the fast loop's default: its tensors are tiny, see ``simulate.torch_threads``);
+intra-op thread (the fast loop's default: its tensors are tiny, see ``trustml.threads``);
 ``--threads`` sets the process default (evaluation, data preparation). The corpus is generated once and not timed. It
 prints seconds, device updates and local steps per second, the speed-up over the naive loop, and as the
 last line one JSON object.
@@ -23,6 +22,8 @@ import time
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from trustml.threads import limit_threads
 
 
 def naive_rounds(model, data, selected_per_round, weights_per_round, *, lr: float, batch_size: int, seed: int):
@@ -51,7 +52,7 @@ def local_steps(data, selected_per_round, batch_size: int) -> int:
 def run(*, devices: int, rounds: int, per_round: int, naive_rounds_count: int, seed: int) -> dict:
     from trustml.data import load_intent_task
     from trustml.federated.selection import Selection
-    from trustml.federated.simulate import FederatedData, LocalTraining, embedding_model, run_federated, torch_threads
+    from trustml.federated.simulate import FederatedData, LocalTraining, embedding_model, run_federated
 
     start = time.perf_counter()
     task = load_intent_task(n_devices=devices, seed=seed)
@@ -68,7 +69,7 @@ def run(*, devices: int, rounds: int, per_round: int, naive_rounds_count: int, s
         fast = time.perf_counter() - start
         steps = local_steps(data, result.selected, training.batch_size)
         start = time.perf_counter()
-        with torch_threads(1):  # the same single intra-op thread as the fast loop: a like-for-like ratio
+        with limit_threads(1):  # the same single intra-op thread as the fast loop: a like-for-like ratio
             naive_rounds(model, data, result.selected[:naive_rounds_count], result.weights[:naive_rounds_count],
                          lr=training.lr, batch_size=training.batch_size, seed=seed)
         naive_part = time.perf_counter() - start
@@ -90,21 +91,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    results = run(devices=args.devices, rounds=args.rounds, per_round=args.per_round,
-                  naive_rounds_count=args.naive_rounds, seed=args.seed)
+    with limit_threads(args.threads):
+        results = run(devices=args.devices, rounds=args.rounds, per_round=args.per_round,
+                      naive_rounds_count=args.naive_rounds, seed=args.seed)
     print(f"\n{args.devices} devices × {args.rounds} rounds × {args.per_round} devices/round, "
           f"{args.threads} threads (target: ≤ 60 s)")
-    print(f"{'selection':10s} {'seconds':>8s} {'updates/s':>10s} {'steps/s':>9s} {'naive s':>8s} {'speed-up':>9s} {'acc':>6s}")
+    print(f"{'selection':10s} {'seconds':>8s} {'updates/s':>10s} {'steps/s':>9s} {'naive s':>8s} "
+          f"{'speed-up':>9s} {'acc':>6s}")
     for name, r in results.items():
         print(f"{name:10s} {r['seconds']:8.2f} {r['updates_per_s']:10.1f} {r['steps_per_s']:9.1f} "
               f"{r['naive_seconds_scaled']:8.2f} {r['speedup_vs_naive']:8.2f}x {r['accuracy']:6.3f}")
     print(json.dumps(results))
     return 0
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m trustml.federated.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    raise SystemExit(main(parser.parse_args()))
