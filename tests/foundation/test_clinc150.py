@@ -49,11 +49,15 @@ def moved_intent(clinc150_dir: pathlib.Path) -> bytes:
     return json.dumps(domains, indent=4).encode()
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+
 @contextlib.contextmanager
 def serve(folder: pathlib.Path):
     """An HTTP server on loopback serving ``folder``; yields its base URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]  # keep pytest's output clean
+    handler = functools.partial(_Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
