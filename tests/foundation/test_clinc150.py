@@ -169,6 +169,21 @@ def test_download_lands_verified_in_the_cache(clinc150_dir, isolated):
     assert len(load_clinc150("test", download=False)) == 4500
 
 
+def test_a_partial_cache_fetches_only_what_is_missing(clinc150_dir, isolated):
+    """An older trustml cached data_full.json alone; the lookup downloads domains.json next to it."""
+    cached = cached_folder()
+    cached.mkdir(parents=True)
+    (cached / "data_full.json").write_bytes((clinc150_dir / "data_full.json").read_bytes())
+    before = (cached / "data_full.json").stat().st_mtime_ns
+    with pytest.raises(Clinc150Unavailable, match="download=False"):
+        find_clinc150(download=False)
+    only_domains = copy_of(clinc150_dir, isolated / "served")
+    (only_domains / "data_full.json").unlink()  # served: domains.json only
+    with serve(only_domains) as url:
+        assert find_clinc150(base_url=url, timeout=10) == cached
+    assert (cached / "data_full.json").stat().st_mtime_ns == before
+
+
 def test_a_download_with_the_wrong_bytes_never_lands(clinc150_dir, isolated):
     served = copy_of(clinc150_dir, isolated / "served", domains_json=moved_intent(clinc150_dir))
     with serve(served) as url, pytest.raises(ChecksumMismatch, match="domains.json"):
@@ -210,6 +225,12 @@ def test_a_dripping_server_hits_the_total_time_limit(isolated):
         server.shutdown()
         server.server_close()
     assert not (cached_folder() / "data_full.json").exists()
+
+
+@pytest.mark.parametrize("base_url", ["ftp://example.org/data/", "https://example.org/data", "data/"])
+def test_base_url_must_be_an_http_folder(isolated, base_url):
+    with pytest.raises(ValueError, match="base_url must be an http"):
+        find_clinc150(base_url=base_url)
 
 
 @pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, True, "30"])

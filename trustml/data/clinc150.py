@@ -111,6 +111,8 @@ def find_clinc150(
     """
     if isinstance(timeout, bool) or not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    if not (base_url.startswith(("https://", "http://")) and base_url.endswith("/")):
+        raise ValueError(f"base_url must be an http(s) folder URL ending in '/', got {base_url!r}")
     if path is not None:
         folder = _folder_of(path, "path")
     elif os.environ.get(CLINC150_ENV, "").strip():
