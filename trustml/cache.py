@@ -208,7 +208,7 @@ def format_bytes(n: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trustml.cache", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trustml.cache", description="Inspect or clear trustml's cache.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="where the cache is and how much each part takes")
     clear = commands.add_parser("clear", help="delete parts of the cache (all by default)")

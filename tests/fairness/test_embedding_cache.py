@@ -102,6 +102,32 @@ def test_damage_found_during_use_is_recovered(tmp_path):
         cache.close()
 
 
+def test_two_users_of_a_damaged_cache_move_it_aside_once(tmp_path):
+    """The second user to meet the damage must not move aside the fresh cache the first one just started."""
+    path = tmp_path / "embeddings.sqlite"
+    cache = EmbeddingCache(path)
+    texts = fill(cache)
+    cache.close()
+    with open(path, "r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        handle.write(os.urandom(16384))
+    first, second = EmbeddingCache(path), EmbeddingCache(path)
+    try:
+        with pytest.warns(CacheRecoveredWarning, match="moved it to"):
+            first.get("hash1", 2, texts)
+        fill(first, 3)
+        with pytest.warns(CacheRecoveredWarning, match="another process already replaced it"):
+            found = second.get("hash1", 2, texts)  # it still reads the damaged file it had open
+        # Answered by the fresh cache: the three texts the first user wrote, nothing else.
+        assert found[3:] == [None] * (len(texts) - 3) and all(f is not None for f in found[:3])
+        assert len(first.recovered) == 1 and second.recovered == []
+        assert len(second) == 3  # both now use the fresh cache, with what the first one wrote
+        assert [p.name for p in tmp_path.glob("*.corrupt-*") if p.name[-1].isdigit()] == [first.recovered[0].name]
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_foreign_table_is_not_this_cache(tmp_path):
     path = tmp_path / "embeddings.sqlite"
     connection = sqlite3.connect(path)

@@ -23,7 +23,8 @@ import pathlib
 import re
 import sqlite3
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ def default_cache_path() -> pathlib.Path:
     return default_cache_dir() / "embeddings.sqlite"
 
 
+_T = TypeVar("_T")
 _COLUMNS = ("model_hash", "layer", "text", "n_tokens", "dim", "data")
 _SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
 # SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
@@ -104,20 +106,20 @@ class EmbeddingCache:
         """Move the unreadable file aside (unless another process already replaced it) and open a fresh cache."""
         if connection is not None:
             connection.close()
-        moved = ""
+        action = "another process already replaced it; reopened the cache"
         try:
             # Another process may have recovered first: move only the file this connection found damaged.
             if connection is None or self.path.stat().st_ino == self._inode:
                 aside = move_aside(self.path, siblings=_SQLITE_SIBLINGS)
                 self.recovered.append(aside)
-                moved = f"moved it to {aside} and "
+                action = f"moved it to {aside} and started an empty cache"
         except FileNotFoundError:
             pass
-        warnings.warn(f"embedding cache {self.path} is unreadable ({error}); {moved}started an empty cache "
-                      "(vectors are recomputed)", CacheRecoveredWarning, stacklevel=3)
+        warnings.warn(f"embedding cache {self.path} is unreadable ({error}); {action} (vectors are recomputed)",
+                      CacheRecoveredWarning, stacklevel=3)
         return self._connect()
 
-    def _run(self, operation):
+    def _run(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         """``operation(connection)``, recovering once from a damaged file found on the way."""
         try:
             return operation(self._connection)
