@@ -3,7 +3,6 @@ import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Offline everywhere: no hub look-ups, no Flower telemetry.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -12,18 +11,14 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
 
-def _clinc150_dir() -> pathlib.Path | None:
-    candidates = [os.environ.get("TRUSTML_CLINC150"), ROOT.parent / "shared" / "data" / "clinc150"]
-    for candidate in candidates:
-        if candidate and (pathlib.Path(candidate) / "data_full.json").is_file():
-            return pathlib.Path(candidate)
-    return None
-
-
 @pytest.fixture(scope="session")
 def clinc150_dir() -> pathlib.Path:
-    """The test copy of CLINC150 (../shared/data/clinc150, or $TRUSTML_CLINC150)."""
-    path = _clinc150_dir()
-    if path is None:
-        pytest.skip("CLINC150 test copy not found: set TRUSTML_CLINC150 or place it in ../shared/data/clinc150")
-    return path
+    """A verified CLINC150 copy, found by the package's one lookup (``find_clinc150``: $TRUSTML_CLINC150,
+    shared/data/clinc150 beside the checkout, the cache) — never downloaded by the tests. Skips when there is none;
+    a wrong $TRUSTML_CLINC150 or a copy with the wrong SHA-256 is an error, not a skip."""
+    from trustml.data.clinc150 import Clinc150Unavailable, find_clinc150
+
+    try:
+        return find_clinc150(download=False)
+    except Clinc150Unavailable as error:
+        pytest.skip(f"CLINC150 test copy not found ({error})")

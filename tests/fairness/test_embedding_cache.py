@@ -1,14 +1,20 @@
 """The on-disk embedding cache, all-layer encoding, word-in-context vectors and SEAT/CEAT on MiniLM."""
 
+import os
+import re
+import sqlite3
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
+from trustml.cache import CacheRecoveredWarning
 from trustml.fairness import (
     WEAT_TESTS, EmbeddingCache, EncoderView, ceat, projection_debias, random_init_encoder, seat, static_weat,
     token_states,
 )
-from trustml.fairness.encoders import STORAGE_DTYPE, word_span, wordpiece_rows
+from trustml.fairness.encoders import STORAGE_DTYPE, default_cache_path, word_span, wordpiece_rows
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +40,125 @@ def test_cache_round_trip_and_keys(cache):
     assert cache.get("hash2", 2, ["hello"]) == [None]  # another model
     assert cache.get("hash1", 2, ["other"]) == [None]  # another text
     assert len(cache) == 1 and cache.hits == 1 and cache.misses == 3
+
+
+def fill(cache, n_texts=400):
+    rng = np.random.default_rng(0)
+    texts = [f"text number {i}" for i in range(n_texts)]
+    cache.put("hash1", 2, texts, [rng.normal(size=(8, 64)).astype(np.float32) for _ in texts])
+    return texts
+
+
+def test_cache_input_checks(cache):
+    with pytest.raises(ValueError, match="equal length"):
+        cache.put("hash1", 2, ["a", "b"], [np.zeros((1, 4))])
+    with pytest.raises(ValueError, match="2-D"):
+        cache.put("hash1", 2, ["a"], [np.zeros(4)])
+    assert cache.get("hash1", 2, []) == []
+    cache.put("hash1", 2, ["same", "same"], [np.zeros((1, 4)), np.ones((1, 4))])  # the last one wins
+    assert cache.get("hash1", 2, ["same", "same"])[1][0, 0] == 1 and len(cache) == 1
+
+
+def test_default_path_follows_trustml_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRUSTML_CACHE", str(tmp_path))
+    assert default_cache_path() == tmp_path / "embeddings.sqlite"
+
+
+@pytest.mark.parametrize("content", [b"not a database " * 300, b"SQLite format 3\x00" + os.urandom(4096)])
+def test_an_unreadable_cache_file_is_moved_aside_and_rebuilt(tmp_path, content):
+    """Before: EmbeddingCache(path) raised sqlite3.DatabaseError "file is not a database", naming no path."""
+    path = tmp_path / "embeddings.sqlite"
+    path.write_bytes(content)
+    named = f"embedding cache {re.escape(str(path))} is unreadable.*moved it to {re.escape(str(path))}.corrupt-"
+    with pytest.warns(CacheRecoveredWarning, match=named):
+        cache = EmbeddingCache(path)
+    try:
+        (aside,) = cache.recovered
+        assert aside.read_bytes() == content  # kept for inspection; `python -m trustml.cache clear` removes it
+        assert len(cache) == 0
+        texts = fill(cache, 3)
+        assert all(a is not None for a in cache.get("hash1", 2, texts))
+    finally:
+        cache.close()
+
+
+def test_damage_found_during_use_is_recovered(tmp_path):
+    path = tmp_path / "embeddings.sqlite"
+    cache = EmbeddingCache(path)
+    texts = fill(cache)
+    cache.close()
+    with open(path, "r+b") as handle:  # overwrite pages in the middle of the file (a bad disk, a crash)
+        handle.seek(path.stat().st_size // 2)
+        handle.write(os.urandom(16384))
+    cache = EmbeddingCache(path)  # the header is intact: opening works
+    try:
+        with pytest.warns(CacheRecoveredWarning, match="database disk image is malformed"):
+            found = cache.get("hash1", 2, texts)
+        assert found == [None] * len(texts) and cache.misses == len(texts)  # recomputed by the caller
+        assert len(cache.recovered) == 1 and len(cache) == 0
+        fill(cache, 2)
+        assert len(cache) == 2
+    finally:
+        cache.close()
+
+
+def test_two_users_of_a_damaged_cache_move_it_aside_once(tmp_path):
+    """The second user to meet the damage must not move aside the fresh cache the first one just started."""
+    path = tmp_path / "embeddings.sqlite"
+    cache = EmbeddingCache(path)
+    texts = fill(cache)
+    cache.close()
+    with open(path, "r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        handle.write(os.urandom(16384))
+    first, second = EmbeddingCache(path), EmbeddingCache(path)
+    try:
+        with pytest.warns(CacheRecoveredWarning, match="moved it to"):
+            first.get("hash1", 2, texts)
+        fill(first, 3)
+        with pytest.warns(CacheRecoveredWarning, match="another process already replaced it"):
+            found = second.get("hash1", 2, texts)  # it still reads the damaged file it had open
+        # Answered by the fresh cache: the three texts the first user wrote, nothing else.
+        assert found[3:] == [None] * (len(texts) - 3) and all(f is not None for f in found[:3])
+        assert len(first.recovered) == 1 and second.recovered == []
+        assert len(second) == 3  # both now use the fresh cache, with what the first one wrote
+        assert [p.name for p in tmp_path.glob("*.corrupt-*") if p.name[-1].isdigit()] == [first.recovered[0].name]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_foreign_table_is_not_this_cache(tmp_path):
+    path = tmp_path / "embeddings.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE states (key TEXT, vector BLOB)")
+    connection.commit()
+    connection.close()
+    with pytest.warns(CacheRecoveredWarning, match="its table 'states' has columns"):
+        cache = EmbeddingCache(path)
+    assert len(cache) == 0
+    cache.close()
+
+
+def test_a_healthy_or_busy_cache_is_never_discarded(tmp_path):
+    path = tmp_path / "embeddings.sqlite"
+    cache = EmbeddingCache(path)
+    texts = fill(cache, 5)
+    cache.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reopening a good cache warns about nothing
+        again = EmbeddingCache(path)
+    assert len(again) == 5 and again.recovered == []
+    # Another writer holds the lock: that is an error to report (after the timeout), not damage to discard.
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    again._connection.execute("PRAGMA busy_timeout = 50")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        again.put("hash1", 2, ["new"], [np.zeros((1, 64))])
+    blocker.rollback()
+    blocker.close()
+    assert again.recovered == [] and len(again) == 5 and all(a is not None for a in again.get("hash1", 2, texts))
+    again.close()
 
 
 def test_all_layer_states_match_the_encoders_own(encoder, cache):

@@ -134,8 +134,9 @@ def test_clinc150_errors(tmp_path, clinc150_dir):
     data = json.loads((clinc150_dir / "data_full.json").read_text())
     data["train"] = data["train"][:10]
     tampered.write_text(json.dumps(data))
+    (tmp_path / "domains.json").write_bytes((clinc150_dir / "domains.json").read_bytes())
     assert sha256_of(tampered) != CLINC150_SHA256
-    with pytest.raises(ValueError, match="SHA-256"):
+    with pytest.raises(ValueError, match="data_full.json has SHA-256"):
         load_clinc150("train", path=tmp_path)
 
 

@@ -10,6 +10,7 @@ map to ``[UNK]``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -132,24 +133,29 @@ def make_task(train_frame: pd.DataFrame, test_frame: pd.DataFrame, *, max_length
 
 
 def load_intent_task(
-    source: str = "synthetic", *, max_length: int = 24, seed: int = 0, path=None, **corpus_options
+    source: str = "synthetic", *, max_length: int = 24, seed: int = 0, path: str | os.PathLike[str] | None = None,
+    **corpus_options,
 ) -> IntentTask:
     """The chapters' intent-classification task.
 
     ``source="synthetic"`` generates the default corpus (``corpus_options`` go to ``make_corpus``);
-    ``source="clinc150"`` loads CLINC150's in-scope train/test splits (``path=`` for a local copy).
+    ``source="clinc150"`` loads CLINC150's in-scope train/test splits from ``path=`` or wherever
+    :func:`trustml.data.clinc150.find_clinc150` finds a copy (it raises ``Clinc150Unavailable`` when there is none).
     """
-    from trustml.data.clinc150 import load_clinc150
+    from trustml.data.clinc150 import find_clinc150, load_clinc150
     from trustml.data.corpus import INTENTS, make_corpus
 
     if source == "synthetic":
+        if path is not None:
+            raise TypeError("path applies to source='clinc150' only (the synthetic corpus is generated)")
         corpus = make_corpus(seed=seed, **corpus_options)
         train, test = corpus.split(seed=seed)
         return make_task(train, test, max_length=max_length, label_names=INTENTS)
     if source == "clinc150":
         if corpus_options:
             raise TypeError(f"options {sorted(corpus_options)} apply to source='synthetic' only")
-        return make_task(load_clinc150("train", path=path), load_clinc150("test", path=path), max_length=max_length)
+        folder = find_clinc150(path)  # one lookup (and at most one download) for both splits
+        return make_task(load_clinc150("train", path=folder), load_clinc150("test", path=folder), max_length=max_length)
     raise ValueError(f"source must be 'synthetic' or 'clinc150', got {source!r}")
 
 

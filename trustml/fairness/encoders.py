@@ -22,11 +22,14 @@ import hashlib
 import pathlib
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from trustml.cache import CacheRecoveredWarning, default_cache_dir, move_aside
 from trustml.fairness.embedding_tests import (
     CEATResult, WEATResult, ceat_from_vectors, context_corpus, seat_sentences, weat,
 )
@@ -36,37 +39,112 @@ STORAGE_DTYPE = np.float16
 
 
 def default_cache_path() -> pathlib.Path:
-    from trustml.data.clinc150 import default_cache_dir
-
+    """``embeddings.sqlite`` in trustml's cache folder (``$TRUSTML_CACHE`` or ``~/.cache/trustml``)."""
     return default_cache_dir() / "embeddings.sqlite"
 
 
+_T = TypeVar("_T")
+_COLUMNS = ("model_hash", "layer", "text", "n_tokens", "dim", "data")
+_SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_CORRUPTION_CODES = {11, 26}
+
+
+def _is_corruption(error: sqlite3.DatabaseError) -> bool:
+    """A damaged or foreign file — not a busy or locked database, which is worth waiting for, not discarding."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in _CORRUPTION_CODES
+    message = str(error)
+    return "file is not a database" in message or "malformed" in message
+
+
+class _NotThisCache(sqlite3.DatabaseError):
+    """A readable SQLite file whose ``states`` table is not this cache's (another program's, or an old layout)."""
+
+
 class EmbeddingCache:
-    """Token-level hidden states on disk, keyed by ``(model_hash, layer, text)`` (SQLite, safe to share)."""
+    """Token-level hidden states on disk, keyed by ``(model_hash, layer, text)`` (SQLite, safe to share).
+
+    A cache file that cannot be read as this cache (not a database, a damaged one, a foreign table) is moved
+    aside to ``<name>.corrupt-<time>`` with a :class:`~trustml.cache.CacheRecoveredWarning` naming both paths,
+    and an empty cache takes its place — at open, or when a read or write later meets the damage (the lost
+    vectors are recomputed). ``python -m trustml.cache clear set-aside`` deletes what was moved aside.
+    """
 
     def __init__(self, path: str | pathlib.Path | None = None):
         self.path = pathlib.Path(path) if path is not None else default_cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, timeout=120)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS states (model_hash TEXT, layer INTEGER, text TEXT, n_tokens INTEGER, "
-            "dim INTEGER, data BLOB, PRIMARY KEY (model_hash, layer, text))")
-        self._connection.commit()
         self.hits = 0
         self.misses = 0
+        self.recovered: list[pathlib.Path] = []  # where unreadable files were moved (for callers and tests)
+        try:
+            self._connection = self._connect()
+        except sqlite3.DatabaseError as error:
+            if not (isinstance(error, _NotThisCache) or _is_corruption(error)):
+                raise
+            self._connection = self._recover(error, connection=None)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=120)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS states (model_hash TEXT, layer INTEGER, text TEXT, n_tokens INTEGER, "
+                "dim INTEGER, data BLOB, PRIMARY KEY (model_hash, layer, text))")
+            connection.commit()
+            columns = tuple(row[1] for row in connection.execute("PRAGMA table_info(states)"))
+            if columns != _COLUMNS:
+                raise _NotThisCache(f"its table 'states' has columns {columns}, expected {_COLUMNS}")
+        except BaseException:
+            connection.close()
+            raise
+        self._inode = self.path.stat().st_ino
+        return connection
+
+    def _recover(self, error: sqlite3.DatabaseError, *, connection: sqlite3.Connection | None) -> sqlite3.Connection:
+        """Move the unreadable file aside (unless another process already replaced it) and open a fresh cache."""
+        if connection is not None:
+            connection.close()
+        action = "another process already replaced it; reopened the cache"
+        try:
+            # Another process may have recovered first: move only the file this connection found damaged.
+            if connection is None or self.path.stat().st_ino == self._inode:
+                aside = move_aside(self.path, siblings=_SQLITE_SIBLINGS)
+                self.recovered.append(aside)
+                action = f"moved it to {aside} and started an empty cache"
+        except FileNotFoundError:
+            pass
+        warnings.warn(f"embedding cache {self.path} is unreadable ({error}); {action} (vectors are recomputed)",
+                      CacheRecoveredWarning, stacklevel=3)
+        return self._connect()
+
+    def _run(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``operation(connection)``, recovering once from a damaged file found on the way."""
+        try:
+            return operation(self._connection)
+        except sqlite3.DatabaseError as error:
+            if not _is_corruption(error):
+                raise
+            self._connection = self._recover(error, connection=self._connection)
+            return operation(self._connection)
 
     def get(self, model_hash: str, layer: int, texts: Sequence[str]) -> list[np.ndarray | None]:
         """The stored ``(n_tokens, d)`` float32 arrays (``None`` where a text is not cached)."""
-        found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(texts))
-        for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
-            chunk = unique[start : start + 500]
-            rows = self._connection.execute(
-                f"SELECT text, n_tokens, dim, data FROM states WHERE model_hash = ? AND layer = ? "
-                f"AND text IN ({','.join('?' * len(chunk))})", [model_hash, layer, *chunk])
-            for text, n_tokens, dim, data in rows:
-                found[text] = np.frombuffer(data, dtype=STORAGE_DTYPE).reshape(n_tokens, dim).astype(np.float32)
+
+        def read(connection: sqlite3.Connection) -> dict[str, np.ndarray]:
+            found: dict[str, np.ndarray] = {}
+            for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
+                chunk = unique[start : start + 500]
+                rows = connection.execute(
+                    f"SELECT text, n_tokens, dim, data FROM states WHERE model_hash = ? AND layer = ? "
+                    f"AND text IN ({','.join('?' * len(chunk))})", [model_hash, layer, *chunk])
+                for text, n_tokens, dim, data in rows:
+                    found[text] = np.frombuffer(data, dtype=STORAGE_DTYPE).reshape(n_tokens, dim).astype(np.float32)
+            return found
+
+        found = self._run(read)
         result = [found.get(t) for t in texts]
         hits = sum(r is not None for r in result)
         self.hits += hits
@@ -74,17 +152,29 @@ class EmbeddingCache:
         return result
 
     def put(self, model_hash: str, layer: int, texts: Sequence[str], arrays: Sequence[np.ndarray]) -> None:
+        if len(texts) != len(arrays):
+            raise ValueError(f"texts and arrays must have equal length, got {len(texts)} and {len(arrays)}")
+        bad = [i for i, a in enumerate(arrays) if np.ndim(a) != 2]
+        if bad:
+            raise ValueError(f"arrays must be 2-D (n_tokens, d); entries {bad[:5]} are not")
         rows = [(model_hash, layer, t, a.shape[0], a.shape[1], np.ascontiguousarray(a, dtype=STORAGE_DTYPE).tobytes())
                 for t, a in zip(texts, arrays)]
-        with self._connection:
-            self._connection.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+        def write(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+        self._run(write)
 
     def __len__(self) -> int:
-        return self._connection.execute("SELECT COUNT(*) FROM states").fetchone()[0]
+        return int(self._run(lambda connection: connection.execute("SELECT COUNT(*) FROM states").fetchone()[0]))
 
     def clear(self) -> None:
-        with self._connection:
-            self._connection.execute("DELETE FROM states")
+        def delete(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.execute("DELETE FROM states")
+
+        self._run(delete)
 
     def close(self) -> None:
         self._connection.close()
@@ -98,9 +188,10 @@ def _check_layer(encoder, layer: int) -> int:
 
 
 @torch.no_grad()
-def _forward_all_layers(encoder, texts: Sequence[str], layers: Sequence[int], batch_size: int):
+def _forward_all_layers(encoder, texts: Sequence[str], layers: Sequence[int],
+                        batch_size: int) -> dict[int, list[np.ndarray]]:
     """``{layer: [array (n_tokens, d)]}`` for ``texts``: one forward pass, special tokens and padding removed."""
-    out = {layer: [None] * len(texts) for layer in layers}
+    out: dict[int, dict[int, np.ndarray]] = {layer: {} for layer in layers}  # layer -> text index -> states
     order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
     for start in range(0, len(texts), batch_size):
         index = order[start : start + batch_size]
@@ -113,8 +204,8 @@ def _forward_all_layers(encoder, texts: Sequence[str], layers: Sequence[int], ba
             states = hidden[layer].float().numpy()
             for row, i in enumerate(index):
                 # Round through the storage precision so cached and uncached results are identical.
-                out[layer][i] = states[row][keep[row].numpy()].astype(STORAGE_DTYPE).astype(np.float32)
-    return out
+                out[layer][int(i)] = states[row][keep[row].numpy()].astype(STORAGE_DTYPE).astype(np.float32)
+    return {layer: [by_text[i] for i in range(len(texts))] for layer, by_text in out.items()}
 
 
 def token_states(encoder, texts: Sequence[str], *, layers: Sequence[int], cache: EmbeddingCache | None = None,
@@ -133,16 +224,14 @@ def token_states(encoder, texts: Sequence[str], *, layers: Sequence[int], cache:
         return _forward_all_layers(encoder, texts, layers, batch_size)
     found = {layer: cache.get(encoder.model_hash, layer, texts) for layer in layers}
     missing = list(dict.fromkeys(t for i, t in enumerate(texts) if any(found[layer][i] is None for layer in layers)))
+    computed: dict[int, list[np.ndarray]] = {}
     if missing:
         computed = _forward_all_layers(encoder, missing, range(encoder.num_layers + 1), batch_size)
         for layer, states in computed.items():
             cache.put(encoder.model_hash, layer, missing, states)
-        position = {t: i for i, t in enumerate(missing)}
-        for layer in layers:
-            for i, t in enumerate(texts):
-                if found[layer][i] is None:
-                    found[layer][i] = computed[layer][position[t]]
-    return found
+    position = {t: i for i, t in enumerate(missing)}
+    return {layer: [stored if stored is not None else computed[layer][position[t]]
+                    for t, stored in zip(texts, found[layer])] for layer in layers}
 
 
 def word_span(text: str, word: str) -> tuple[int, int]:

@@ -355,7 +355,7 @@ def partition(frame: pd.DataFrame, name: str, **options) -> tuple[Partitioner, l
 
 # ------------------------------------------------------------------------------ sentence embeddings
 def _cache_file(method: str, texts: Sequence[str], extra: str) -> pathlib.Path:
-    from trustml.data.clinc150 import default_cache_dir
+    from trustml.cache import default_cache_dir
 
     digest = hashlib.sha256("\n".join([method, extra, *texts]).encode()).hexdigest()[:24]
     return default_cache_dir() / "sentence_vectors" / f"{method}-{digest}.npy"
@@ -384,16 +384,18 @@ def sentence_embeddings(texts: Sequence[str], *, method: str = "tfidf", dim: int
     elif method == "minilm":
         from trustml.models import load_minilm
 
+        from trustml.cache import load_npy, save_npy_atomic
+
         encoder = load_minilm()
         file = _cache_file(method, unique.tolist(), encoder.model_hash)
-        if cache and file.is_file():
-            vectors = np.load(file)
+        cached = load_npy(file, rows=len(unique)) if cache else None  # None also for an unreadable file
+        if cached is not None:
+            vectors = cached
         else:
             vectors = np.concatenate([encoder.sentence_vectors(unique[i : i + 512].tolist()).numpy()
                                       for i in range(0, len(unique), 512)])
             if cache:
-                file.parent.mkdir(parents=True, exist_ok=True)
-                np.save(file, vectors)
+                save_npy_atomic(file, vectors)  # a crash mid-write never leaves a truncated file under this name
     else:
         raise ValueError(f"method must be 'tfidf' or 'minilm', got {method!r}")
     return np.asarray(vectors, dtype=np.float32)[inverse]

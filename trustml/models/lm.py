@@ -10,9 +10,9 @@ role-reversal distillation chapter), and the same interface over Hugging Face ca
   returns next-token logits (B, T, V). :func:`train_lm`, :func:`perplexity`, :func:`next_token_probs`,
   :func:`generate`.
 * Online, any Hugging Face causal LM can be the teacher: :func:`load_hf_causal_lm` (``"distilgpt2"``)
-  returns the model and an :class:`HFTokenizer`; :func:`hf_student` builds a smaller model of the same
-  family and tokenizer. Not exercised offline (no hub); the unit tests run the same code path on a randomly
-  initialised GPT-2 built from a config.
+  returns the model, loaded at a pinned hub commit, and an :class:`HFTokenizer`; :func:`hf_student` builds a
+  smaller model of the same family and tokenizer. The hub is not reached offline; the unit tests run the same
+  code path on a randomly initialised GPT-2 built from a config, saved in a local Hugging Face cache.
 """
 
 
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pathlib
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,8 +51,8 @@ class LMTokenizer:
 
     def __init__(self, tokenizer: Tokenizer):
         self._tokenizer = tokenizer
-        self.pad_id, self.unk_id = tokenizer.token_to_id(PAD), tokenizer.token_to_id(UNK)
-        self.bos_id, self.eos_id = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
+        self.pad_id, self.unk_id = _special_id(tokenizer, PAD), _special_id(tokenizer, UNK)
+        self.bos_id, self.eos_id = _special_id(tokenizer, BOS), _special_id(tokenizer, EOS)
         if self.pad_id != 0:
             raise ValueError("the [PAD] token must have id 0")
 
@@ -93,7 +95,22 @@ class LMTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         special = {self.pad_id, self.bos_id, self.eos_id}
-        return " ".join(self._tokenizer.id_to_token(int(i)) for i in ids if int(i) not in special)
+        words = []
+        for i in ids:
+            if int(i) in special:
+                continue
+            word = self._tokenizer.id_to_token(int(i))
+            if word is None:
+                raise ValueError(f"ids: {int(i)} is not a token id (vocabulary size {self.vocab_size})")
+            words.append(word)
+        return " ".join(words)
+
+
+def _special_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"the tokenizer has no {token} token (LMTokenizer.fit adds {[PAD, UNK, BOS, EOS]})")
+    return token_id
 
 
 def _vocab_fingerprint(vocab: dict[str, int]) -> str:
@@ -277,7 +294,8 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[str], *, max_new_tok
     done = [False] * len(prompts)
     for _ in range(max_new_tokens):
         ids, mask = _pad(rows, tokenizer.pad_id)
-        if hasattr(model, "max_length") and ids.shape[1] > model.max_length:
+        max_length = getattr(model, "max_length", None)
+        if isinstance(max_length, int) and ids.shape[1] > max_length:
             break
         logits = lm_logits(model.eval(), ids, mask)[torch.arange(len(rows)), mask.sum(1) - 1]
         sampled = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator).squeeze(1)
@@ -294,16 +312,52 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[str], *, max_new_tok
 
 # ---- Hugging Face path (online; e.g. "distilgpt2") ----
 
-def load_hf_causal_lm(name: str):
-    """``(model, HFTokenizer)`` for a Hugging Face causal LM name (needs the hub or a local cache).
+#: Hub commits of the causal LMs the book names. A name alone loads whatever its main branch holds on the day
+#: (weights and tokenizer can change under the same name); a commit hash cannot move.
+HF_CAUSAL_LM_REVISIONS: dict[str, str] = {
+    "distilgpt2": "2290a62682d06624634c1f46a6ad5be0f47f38aa",
+    "distilbert/distilgpt2": "2290a62682d06624634c1f46a6ad5be0f47f38aa",
+    "gpt2": "607a30d783dfa663caf39e06633721c8d4cfcd7e",
+    "openai-community/gpt2": "607a30d783dfa663caf39e06633721c8d4cfcd7e",
+}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_revision(name: str, revision: str | None = None) -> str:
+    """The commit to load hub model ``name`` at: ``revision`` (a 40-hex commit hash) or the pin in
+    :data:`HF_CAUSAL_LM_REVISIONS`; an error for anything that can move (a branch, a tag, no pin)."""
+    if revision is None:
+        if name not in HF_CAUSAL_LM_REVISIONS:
+            raise ValueError(f"revision: {name!r} has no pinned commit; pass revision=<the 40-hex commit hash> (the "
+                             f"model page's 'Files and versions' history); pinned: {sorted(HF_CAUSAL_LM_REVISIONS)}")
+        return HF_CAUSAL_LM_REVISIONS[name]
+    if not isinstance(revision, str) or not _COMMIT.fullmatch(revision):
+        raise ValueError(f"revision must be a 40-character lower-case hex commit hash, got {revision!r} "
+                         "(a branch or tag name can point to other files tomorrow)")
+    return revision
+
+
+def load_hf_causal_lm(name: str, *, revision: str | None = None):
+    """``(model, HFTokenizer)`` for a Hugging Face causal LM (needs the hub or a local cache).
+
+    A hub ``name`` loads at a pinned commit (:func:`hub_revision`: ``revision=`` or the pin for the names the
+    book uses); a local folder loads as it is (``revision`` must then be ``None``).
 
     Any causal LM works where the gendered words are single tokens (GPT-2's BPE: " he", " she", " his",
     " her", …); distillation then needs a student with the same tokenizer (:func:`hf_student`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    model = AutoModelForCausalLM.from_pretrained(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a hub model name or a local folder, got {name!r}")
+    if pathlib.Path(name).expanduser().is_dir():
+        if revision is not None:
+            raise ValueError(f"revision applies to hub names; {name!r} is a local folder")
+        options: dict[str, str] = {}
+    else:
+        options = {"revision": hub_revision(name, revision)}
+    tokenizer = AutoTokenizer.from_pretrained(name, **options)
+    model = AutoModelForCausalLM.from_pretrained(name, **options)
     return model.eval(), HFTokenizer(tokenizer)
 
 
@@ -339,6 +393,7 @@ def hf_student(teacher, *, n_layers: int = 2, seed: int = 0):
 
 
 __all__ = [
-    "BOS", "EOS", "PAD", "UNK", "CausalLM", "HFTokenizer", "LMTokenizer", "generate", "hf_student", "lm_batches",
+    "BOS", "EOS", "HF_CAUSAL_LM_REVISIONS", "PAD", "UNK", "CausalLM", "HFTokenizer", "LMTokenizer", "generate",
+    "hf_student", "hub_revision", "lm_batches",
     "lm_logits", "load_hf_causal_lm", "next_token_loss", "next_token_probs", "perplexity", "train_lm",
 ]
