@@ -11,14 +11,15 @@ from trustml.fairness.toxicity import (
     counterfactual_pairs, identity_gaps, identity_test_suite, toxicity_training_set, train_toxicity_classifier,
 )
 from trustml.fairness.embedding_tests import (
-    CEATResult, RandomEffectsResult, WEATResult, association, ceat_from_vectors, context_corpus,
-    permutation_p_value, random_effects, seat_sentences, weat, weat_effect_size, weat_p_value, weat_statistic,
+    CEATResult, DegenerateSampleWarning, RandomEffectsResult, WEATResult, association, ceat_from_vectors,
+    context_corpus, permutation_p_value, random_effects, seat_sentences, weat, weat_effect_size, weat_p_value,
+    weat_statistic,
 )
 from trustml.fairness.encoders import (
     EmbeddingCache, EncoderView, ceat, contextual_word_vectors, projection_debias, random_init_encoder, seat,
     static_weat, token_states,
 )
-from trustml.fairness.group import GroupReport, group_accuracy, group_metrics
+from trustml.fairness.group import GroupReport, UndefinedMetricWarning, group_accuracy, group_metrics
 from trustml.fairness.wordsets import CONTEXT_FRAMES, SEAT_TEMPLATES, WEAT_TESTS, AssociationTest, WordSet
 
 # --- Fairness II exports (sensitivity, counterfactual, distill) below ---
