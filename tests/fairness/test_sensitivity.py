@@ -165,6 +165,8 @@ def test_bad_input_is_a_clear_error():
         feature_jacobian(task, ids, features="pixels")
     with pytest.raises(ValueError, match="inputs must not be empty"):
         prediction_sensitivity(task, ids[:0], protected_model=psm)
+    with pytest.raises(TypeError, match="needs a model with get_input_embeddings"):
+        feature_jacobian(nn.Sequential(nn.Embedding(12, 4), nn.Flatten(), nn.Linear(24, 2)), ids)
 
 
 def test_planted_attribute_task():
