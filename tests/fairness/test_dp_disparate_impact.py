@@ -229,6 +229,26 @@ def test_accuracy_gaps_interval_resolves_a_planted_change():
     assert again.gaps["low"].notna().all()
 
 
+def test_cluster_bootstrap_is_wider_for_correlated_examples():
+    # 40 speakers per group, 25 utterances each; a speaker is either always right or always wrong.
+    rng = np.random.default_rng(2)
+    speakers = np.repeat(np.arange(80), 25)
+    groups = np.where(speakers < 40, "a", "b")
+    y = np.zeros(len(speakers), dtype=int)
+    right = np.repeat(rng.random(80) < 0.7, 25)
+    predictions = {"x": np.where(right, 0, 1)}
+    options = dict(sensitive_features=groups, groups=("a", "b"), n_boot=400, seed=0)
+    rows = accuracy_gaps(y, predictions, **options).gaps.iloc[0]
+    clustered = accuracy_gaps(y, predictions, clusters=speakers, **options).gaps.iloc[0]
+    assert clustered["gap"] == rows["gap"]
+    # 40 independent speakers per group, not 1000 utterances: the interval is about √25 = 5 times wider.
+    assert (clustered["high"] - clustered["low"]) > 3 * (rows["high"] - rows["low"])
+    with pytest.raises(ValueError, match="span several groups"):
+        accuracy_gaps(y, predictions, clusters=np.zeros(len(y), dtype=int), **options)
+    with pytest.raises(ValueError, match="clusters must give one"):
+        accuracy_gaps(y, predictions, clusters=np.zeros(3, dtype=int), **options)
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(predictions={}), "predictions is empty"),
     (dict(predictions={"x": np.zeros(3, dtype=int)}), r"shape \(n,\) or \(n_seeds, n\)"),

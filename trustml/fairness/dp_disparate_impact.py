@@ -284,14 +284,19 @@ class GapReport:
 
 
 def accuracy_gaps(y_true, predictions: Mapping[Hashable, np.ndarray], *, sensitive_features,
-                  groups: tuple[Hashable, Hashable], reference: Hashable | None = None, n_boot: int = 1000,
-                  confidence: float = 0.95, seed: int = 0) -> GapReport:
+                  groups: tuple[Hashable, Hashable], reference: Hashable | None = None, clusters=None,
+                  n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> GapReport:
     """Per-group accuracy and the gap between two groups for several settings, with bootstrap intervals.
 
     ``predictions[setting]``: predicted labels ``(n,)``, or ``(n_seeds, n)`` for several training seeds (the
     accuracy is their mean). Each bootstrap replicate resamples the test examples within each group (seeded)
     and evaluates **every** setting and seed on the same resample, so the change of the gap between settings
     is a paired comparison. ``reference`` (default: the first setting) is what the changes are measured against.
+
+    ``clusters`` (optional, one id per example, e.g. the speaker's device): resample whole clusters within each
+    group instead of single examples (a cluster bootstrap). Utterances of one speaker share the speaker's
+    attributes and habits, so they are not independent; resampling them one by one would give intervals that
+    are too narrow. Every cluster must lie in one group.
     """
     y_true = np.asarray(y_true)
     if y_true.ndim != 1 or len(y_true) == 0:
@@ -326,6 +331,14 @@ def accuracy_gaps(y_true, predictions: Mapping[Hashable, np.ndarray], *, sensiti
         correct.append((predicted == y_true).mean(axis=0))  # per example: share of seeds that got it right
     hits = np.stack(correct)  # (settings, n)
     strata = [np.flatnonzero(codes == g) for g in range(len(levels))]
+    if clusters is not None:
+        cluster_codes, _ = _group_codes(clusters, len(y_true), "clusters")
+        mixed = pd.Series(codes).groupby(cluster_codes).nunique()
+        if (mixed > 1).any():
+            raise ValueError(f"clusters {mixed.index[mixed > 1].tolist()[:5]} span several groups; each cluster "
+                             "(e.g. a device) must belong to one group")
+        members = pd.Series(np.arange(len(y_true))).groupby(cluster_codes).indices  # cluster -> its rows
+        cluster_strata = [np.unique(cluster_codes[rows]) for rows in strata]
     one_hot = np.eye(len(levels))[codes]  # (n, G)
 
     def per_group(index: np.ndarray) -> np.ndarray:  # (settings, G) accuracy on the rows ``index``
@@ -333,7 +346,12 @@ def accuracy_gaps(y_true, predictions: Mapping[Hashable, np.ndarray], *, sensiti
 
     first, second = levels.index(groups[0]), levels.index(groups[1])
     point = per_group(np.arange(len(y_true)))
-    replicates = np.stack([per_group(index) for index in bootstrap_indices(strata, n_boot=n_boot, seed=seed)])
+    if clusters is None:
+        resamples = bootstrap_indices(strata, n_boot=n_boot, seed=seed)
+    else:
+        resamples = (np.concatenate([members[c] for c in chosen])
+                     for chosen in bootstrap_indices(cluster_strata, n_boot=n_boot, seed=seed))
+    replicates = np.stack([per_group(index) for index in resamples])
     alpha = (1 - confidence) / 2
     low, high = np.quantile(replicates, alpha, axis=0), np.quantile(replicates, 1 - alpha, axis=0)
     by_group = pd.DataFrame([{"setting": s, "group": g, "accuracy": point[i, j], "low": low[i, j],
