@@ -39,10 +39,10 @@ def new_model(seed=0):
     return EmbeddingClassifier(30, 3, embed_dim=8, hidden_dim=8)
 
 
-@pytest.mark.parametrize("epsilon", [4.0, math.inf])
-def test_without_oversampling_it_is_train_private(epsilon):
+@pytest.mark.parametrize("budget", [dict(epsilon=4.0), dict(epsilon=math.inf), dict(noise_multiplier=0.8)])
+def test_without_oversampling_it_is_train_private(budget):
     data, group = toy_task()
-    options = dict(epsilon=epsilon, delta=1e-4, epochs=2, batch_size=64, lr=0.05, max_grad_norm=0.5, seed=3)
+    options = dict(delta=1e-4, epochs=2, batch_size=64, lr=0.05, max_grad_norm=0.5, seed=3) | budget
     ours = train_private_by_group(new_model(), data, groups=group, **options)
     theirs = train_private(new_model(), data, **options)
     for (name, p), q in zip(ours.model.named_parameters(), theirs.model.parameters()):
@@ -50,7 +50,7 @@ def test_without_oversampling_it_is_train_private(epsilon):
     assert ours.epsilon == {"a": theirs.epsilon, "b": theirs.epsilon}
     assert ours.noise_multiplier == theirs.noise_multiplier and ours.steps == theirs.steps
     assert ours.losses == pytest.approx(theirs.losses)
-    if math.isinf(epsilon):
+    if math.isinf(budget.get("epsilon", 1.0)):
         assert ours.clip_log.empty
     else:
         assert len(ours.clip_log) > ours.steps and set(ours.clip_log["group"]) == {"a", "b"}
@@ -148,6 +148,11 @@ def test_oversampling_reports_each_groups_accountant_epsilon():
     kept = train_private_by_group(new_model(), data, calibrate_to="a", **options)
     assert kept.epsilon["a"] == pytest.approx(2.0, rel=0.01) and kept.epsilon["b"] > 3.0
     assert kept.noise_multiplier < run.noise_multiplier
+    # A fixed σ with oversampling: each group's ε for that σ and its rate.
+    fixed = train_private_by_group(new_model(), data, **(options | dict(epsilon=None, noise_multiplier=1.5)))
+    assert fixed.noise_multiplier == 1.5
+    for g in ("a", "b"):
+        assert fixed.epsilon[g] == pytest.approx(_rdp_epsilon(1.5, fixed.sample_rates[g], fixed.steps, 1e-4))
 
 
 @pytest.mark.parametrize("change, match", [
@@ -156,8 +161,12 @@ def test_oversampling_reports_each_groups_accountant_epsilon():
     (dict(epsilon=0.0), "epsilon must be > 0"),
     (dict(epsilon=float("nan")), "epsilon must be > 0"),
     (dict(epsilon=math.inf, oversample={"b": 2}), "private training"),
-    (dict(calibrate_to="b"), "with oversample only"),
+    (dict(calibrate_to="b"), "with oversample and a target epsilon only"),
+    (dict(epsilon=None, noise_multiplier=1.0, oversample={"b": 2}, calibrate_to="b"), "target epsilon only"),
+    (dict(noise_multiplier=1.0), "exactly one of epsilon"),
+    (dict(epsilon=None), "exactly one of epsilon"),
     (dict(oversample={"b": 2}, calibrate_to="c"), "calibrate_to must be one of"),
+    (dict(epsilon=None, noise_multiplier=-1.0), "noise_multiplier"),
     (dict(delta=1.5), "delta"),
     (dict(epochs=-1), "epochs"),
 ])

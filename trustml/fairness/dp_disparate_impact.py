@@ -145,19 +145,20 @@ class GroupedPrivateTraining:
         return clipping_by_group(self.clip_log, max_grad_norm=self.max_grad_norm)
 
 
-def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, epsilon: float, delta: float = 1e-5,
-                           epochs: float = 3, batch_size: int = 256, lr: float = 1e-2, optimizer: str = "adam",
-                           max_grad_norm: float = 1.0, oversample: Mapping[Hashable, float] | None = None,
-                           calibrate_to: Hashable | None = None, accountant: str = "rdp", seed: int = 0,
-                           progress: bool = False) -> GroupedPrivateTraining:
+def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, epsilon: float | None = None,
+                           noise_multiplier: float | None = None, delta: float = 1e-5, epochs: float = 3,
+                           batch_size: int = 256, lr: float = 1e-2, optimizer: str = "adam", max_grad_norm: float = 1.0,
+                           oversample: Mapping[Hashable, float] | None = None, calibrate_to: Hashable | None = None,
+                           accountant: str = "rdp", seed: int = 0, progress: bool = False) -> GroupedPrivateTraining:
     """DP-SGD on ``dataset`` = ``(input_ids, labels)`` that logs each example's gradient norm with its group.
 
-    ``groups``: one label per row. ``epsilon=math.inf`` trains without clipping or noise on the same
-    Poisson-sampled batches (then nothing is logged). Without ``oversample`` this is
-    :func:`trustml.privacy.train_private` step for step (same batches, same σ, the same model; tested), and
-    ``epsilon`` is every group's ε. With ``oversample={g: k}`` group g is sampled k times as often as the
-    others at the same expected batch size (:func:`group_sample_rates`); σ is calibrated so that the group
-    ``calibrate_to`` (default: the most often sampled) spends exactly ``epsilon``, and each group's ε is the
+    ``groups``: one label per row. Give exactly one of ``epsilon`` (a target; ``math.inf`` trains without
+    clipping or noise on the same Poisson-sampled batches, and logs nothing) and ``noise_multiplier`` (a
+    fixed σ). Without ``oversample`` this is :func:`trustml.privacy.train_private` step for step (same batches,
+    same σ, the same model; tested), and every group has the accountant's ε. With ``oversample={g: k}`` group g
+    is sampled k times as often as the others at the same expected batch size (:func:`group_sample_rates`);
+    with a target ``epsilon``, σ is calibrated so that the group ``calibrate_to`` (default: the most often
+    sampled, so that no example exceeds the target) spends exactly ``epsilon``. Each group's ε is the
     accountant's for its own rate (see the module docstring).
     """
     from trustml.models.training import classification_loss, fit, gradient_step, make_optimizer
@@ -176,13 +177,17 @@ def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, 
     rates = group_sample_rates(sizes, batch_size=batch_size, oversample=oversample)
     if calibrate_to is not None and calibrate_to not in rates:
         raise ValueError(f"calibrate_to must be one of the groups {levels}, got {calibrate_to!r}")
-    if not (isinstance(epsilon, (int, float)) and epsilon > 0):
+    if (epsilon is None) == (noise_multiplier is None):
+        raise ValueError("pass exactly one of epsilon (a target ε; math.inf: no DP) and noise_multiplier")
+    if epsilon is not None and not (isinstance(epsilon, (int, float)) and epsilon > 0):
         raise ValueError(f"epsilon must be > 0 (math.inf: no DP), got {epsilon!r}")
+    private = epsilon is None or math.isfinite(epsilon)
     uniform = len(set(rates.values())) == 1
-    if math.isinf(epsilon) and not uniform:
-        raise ValueError("oversample applies to private training (finite epsilon) only")
-    if uniform and calibrate_to is not None:
-        raise ValueError("calibrate_to applies with oversample only (without it every group has the same rate)")
+    if not private and not uniform:
+        raise ValueError("oversample applies to private training (finite epsilon or a noise_multiplier) only")
+    if calibrate_to is not None and (uniform or epsilon is None):
+        raise ValueError("calibrate_to applies with oversample and a target epsilon only (it picks the group whose "
+                         "rate σ is calibrated to)")
     q = batch_size / len(dataset)
     per_epoch = steps_per_epoch(q)
     n_steps = max(1, round(epochs * per_epoch))
@@ -198,7 +203,7 @@ def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, 
         last_groups[:] = [batch_groups]
         return classify(model, (batch_inputs, batch_labels))
 
-    if math.isinf(epsilon):
+    if not private:
         loader = PoissonBatches(coded, sample_rate=q, steps=n_steps, seed=seed)
         steps = iter(loader)
         losses = fit(model, lambda epoch: itertools.islice(steps, per_epoch), loss=loss, update=gradient_step(opt),
@@ -208,14 +213,15 @@ def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, 
                                       losses)
 
     if uniform:
-        dp = DPSGD(model, opt, max_grad_norm=max_grad_norm, target_epsilon=epsilon, delta=delta, epochs=epochs,
-                   accountant=accountant, seed=seed)
+        dp = DPSGD(model, opt, max_grad_norm=max_grad_norm, noise_multiplier=noise_multiplier,
+                   target_epsilon=epsilon, delta=delta, epochs=epochs, accountant=accountant, seed=seed)
         batches = iter(dp.poisson_loader(coded, batch_size=batch_size, epochs=epochs, seed=seed))
     else:
-        calibrate_to = max(rates, key=rates.__getitem__) if calibrate_to is None else calibrate_to
-        calibrated = get_noise_multiplier(target_epsilon=epsilon, sample_rate=rates[calibrate_to], delta=delta,
-                                          steps=n_steps, accountant=accountant)
-        dp = DPSGD(model, opt, max_grad_norm=max_grad_norm, noise_multiplier=calibrated, delta=delta,
+        if epsilon is not None:
+            calibrate_to = max(rates, key=rates.__getitem__) if calibrate_to is None else calibrate_to
+            noise_multiplier = get_noise_multiplier(target_epsilon=epsilon, sample_rate=rates[calibrate_to],
+                                                    delta=delta, steps=n_steps, accountant=accountant)
+        dp = DPSGD(model, opt, max_grad_norm=max_grad_norm, noise_multiplier=noise_multiplier, delta=delta,
                    accountant=accountant, seed=seed)
         # poisson_loader fixes the divisor of the noisy sum at the expected batch size qN = Σ_g q_g N_g; the
         # batches themselves come from the per-group sampler (DPSGD's single-rate accountant is not used).
