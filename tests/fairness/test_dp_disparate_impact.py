@@ -78,6 +78,25 @@ def test_logged_norms_are_the_examples_gradient_norms_with_their_groups():
     assert summary["clipped_fraction"].between(0, 1).all()
 
 
+def test_loss_weights_scale_the_groups_gradients_and_cost_no_epsilon():
+    data, group = toy_task(n=300, seed=1)
+    options = dict(groups=group, epsilon=8.0, delta=1e-4, epochs=0.01, batch_size=60, seed=4)
+    plain = train_private_by_group(new_model(seed=2), data, **options)
+    ones = train_private_by_group(new_model(seed=2), data, loss_weights={"a": 1.0, "b": 1.0}, **options)
+    for p, q in zip(plain.model.parameters(), ones.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    weighted = train_private_by_group(new_model(seed=2), data, loss_weights={"b": 4.0}, **options)
+    assert weighted.epsilon == plain.epsilon and weighted.noise_multiplier == plain.noise_multiplier
+    # Same batch (same seed): group b's logged norms are 4 times larger, group a's unchanged.
+    pd.testing.assert_series_equal(weighted.clip_log["group"], plain.clip_log["group"])
+    factor = np.where(plain.clip_log["group"] == "b", 4.0, 1.0)
+    np.testing.assert_allclose(weighted.clip_log["norm"], factor * plain.clip_log["norm"], rtol=1e-5)
+    for bad, match in (({"c": 2.0}, "not one of"), ({"b": 0.0}, "finite number > 0"),
+                       ({"b": float("nan")}, "finite number > 0")):
+        with pytest.raises(ValueError, match=match):
+            train_private_by_group(new_model(), data, loss_weights=bad, **options)
+
+
 def test_group_sample_rates_keep_the_expected_batch_size():
     rates = group_sample_rates({"a": 900, "b": 100}, batch_size=100, oversample={"b": 4})
     assert rates["b"] == pytest.approx(4 * rates["a"])

@@ -149,7 +149,8 @@ def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, 
                            noise_multiplier: float | None = None, delta: float = 1e-5, epochs: float = 3,
                            batch_size: int = 256, lr: float = 1e-2, optimizer: str = "adam", max_grad_norm: float = 1.0,
                            oversample: Mapping[Hashable, float] | None = None, calibrate_to: Hashable | None = None,
-                           accountant: str = "rdp", seed: int = 0, progress: bool = False) -> GroupedPrivateTraining:
+                           loss_weights: Mapping[Hashable, float] | None = None, accountant: str = "rdp",
+                           seed: int = 0, progress: bool = False) -> GroupedPrivateTraining:
     """DP-SGD on ``dataset`` = ``(input_ids, labels)`` that logs each example's gradient norm with its group.
 
     ``groups``: one label per row. Give exactly one of ``epsilon`` (a target; ``math.inf`` trains without
@@ -160,6 +161,10 @@ def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, 
     with a target ``epsilon``, σ is calibrated so that the group ``calibrate_to`` (default: the most often
     sampled, so that no example exceeds the target) spends exactly ``epsilon``. Each group's ε is the
     accountant's for its own rate (see the module docstring).
+
+    ``loss_weights={g: w}`` multiplies group g's per-example losses by w (default 1). It costs no ε: the
+    clipped contribution ``clip_C(w·g_i)`` of every example still has norm at most C. (The logged norms are
+    those of the weighted gradients, the ones the engine clips.)
     """
     from trustml.models.training import classification_loss, fit, gradient_step, make_optimizer
     from trustml.privacy import DPSGD, get_epsilon, get_noise_multiplier, steps_per_epoch
@@ -173,6 +178,13 @@ def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, 
     check_delta(delta, len(dataset))
     check_epochs(epochs)
     codes, levels = _group_codes(groups, len(dataset))
+    weights = torch.ones(len(levels))
+    for group, weight in (loss_weights or {}).items():
+        if group not in levels:
+            raise ValueError(f"loss_weights names group {group!r}, which is not one of {levels}")
+        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 < weight < math.inf):
+            raise ValueError(f"loss_weights[{group!r}] must be a finite number > 0, got {weight!r}")
+        weights[levels.index(group)] = float(weight)
     sizes = {g: int((codes == i).sum()) for i, g in enumerate(levels)}
     rates = group_sample_rates(sizes, batch_size=batch_size, oversample=oversample)
     if calibrate_to is not None and calibrate_to not in rates:
@@ -201,7 +213,8 @@ def train_private_by_group(model: nn.Module, dataset: TensorDataset, *, groups, 
     def loss(model: nn.Module, batch) -> torch.Tensor:
         batch_inputs, batch_labels, batch_groups = batch
         last_groups[:] = [batch_groups]
-        return classify(model, (batch_inputs, batch_labels))
+        losses = classify(model, (batch_inputs, batch_labels))
+        return losses if loss_weights is None else losses * weights[batch_groups].to(losses.device)
 
     if not private:
         loader = PoissonBatches(coded, sample_rate=q, steps=n_steps, seed=seed)
