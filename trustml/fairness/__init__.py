@@ -27,7 +27,8 @@ from trustml.fairness.wordsets import CONTEXT_FRAMES, SEAT_TEMPLATES, WEAT_TESTS
 # task), ``counterfactual`` (gender swapping, CDA, counterfactual gap), ``gender_pairs`` (word/name pair lists),
 # ``occupations`` (a corpus with planted occupation–gender associations; its LM is trustml.models.lm),
 # ``distill`` (role-reversal distillation, Gupta et al. 2022, gender disparity of generations, downstream gaps),
-# ``dp_disparate_impact`` (DP-SGD's cost per group, Bagdasaryan et al. 2019: norms by group, oversampling).
+# ``dp_disparate_impact`` (DP-SGD's cost per group, Bagdasaryan et al. 2019: norms by group, oversampling),
+# ``correlation`` (Spearman's ρ between bias metrics with paired bootstrap intervals).
 from trustml.fairness.counterfactual import (
     CounterfactualGap, GenderSwapper, counterfactual_augment, counterfactual_gap, swap_gender,
 )
@@ -35,6 +36,7 @@ from trustml.fairness.distill import (
     VARIANTS, DisparityResult, TeacherCache, distill_student, downstream_gaps, evaluate_lm, finetune_classifier,
     gender_disparity, occupation_bios, perturb_teacher, token_permutation,
 )
+from trustml.fairness.correlation import CorrelationIntervals, DegenerateResampleWarning, spearman_intervals
 from trustml.fairness.dp_disparate_impact import (
     GapReport, GroupedPrivateTraining, GroupPoissonBatches, accuracy_gaps, clipping_by_group, group_sample_rates,
     train_private_by_group,
