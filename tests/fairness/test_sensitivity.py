@@ -210,5 +210,10 @@ def test_audit_of_a_trained_classifier_sees_the_planted_dependence():
     # Texts with no swap-list word have no counterfactual gap, however much the model relies on proxies.
     assert (examples.loc[~examples["has_swap_term"], "counterfactual_gap"] == 0).all()
     assert (examples.loc[~examples["has_swap_term"], "aps"] > 0).all()
+    # The audit keeps what it audited: re-scoring its models on its texts gives its numbers back.
+    audit = audits[1.0]
+    assert audit.protected_model is psm and audit.tokenizer is tokenizer
+    again = prediction_sensitivity(audit.task_model, tokenizer.encode(texts[:200])[0], protected_model=psm)
+    np.testing.assert_allclose(again.per_example.numpy(), examples["aps"], rtol=1e-5)
     with pytest.raises(ValueError, match="same length"):
         fit_text_classifier(texts[:3], [0, 1], tokenizer=tokenizer)

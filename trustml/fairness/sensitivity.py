@@ -276,10 +276,14 @@ def text_predictor(model: nn.Module, tokenizer) -> Callable[[list[str]], np.ndar
 
 @dataclasses.dataclass
 class SensitivityAudit:
-    """``summary``: one number per metric; ``examples``: one row per text with its per-example scores."""
+    """``summary``: one number per metric; ``examples``: one row per text with its per-example scores; the
+    audited ``task_model``, the ``protected_model`` (PSM) and their ``tokenizer``, to audit further."""
 
     summary: dict[str, float]
     examples: pd.DataFrame
+    task_model: nn.Module | None = None
+    protected_model: nn.Module | None = None
+    tokenizer: object | None = None
 
 
 def audit_text_classifier(task_model: nn.Module, protected_model: nn.Module, tokenizer, texts: Sequence[str], *,
@@ -310,7 +314,8 @@ def audit_text_classifier(task_model: nn.Module, protected_model: nn.Module, tok
                              "has_swap_term": gap.frame["swapped"].to_numpy(),
                              "p_hire": scores["aps"].probabilities[:, 1].numpy()})
     summary = {name: r.score for name, r in scores.items()} | {"counterfactual_gap": gap.score}
-    return SensitivityAudit(summary=summary, examples=examples)
+    return SensitivityAudit(summary=summary, examples=examples, task_model=task_model, protected_model=protected_model,
+                            tokenizer=tokenizer)
 
 
 def sensitivity_vs_degree(degrees: Sequence[float], *, n: int = 3000, explicit_rate: float = 0.7,
