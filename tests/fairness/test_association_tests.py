@@ -1,13 +1,14 @@
 """WEAT, the permutation test, the random-effects combination and CEAT, on small hand-computed cases."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from trustml.fairness import (
-    AssociationTest, WordSet, WEAT_TESTS, association, ceat_from_vectors, context_corpus, permutation_p_value,
-    random_effects, seat_sentences, weat, weat_effect_size, weat_p_value, weat_statistic,
+    AssociationTest, DegenerateSampleWarning, WordSet, WEAT_TESTS, association, ceat_from_vectors, context_corpus,
+    permutation_p_value, random_effects, seat_sentences, weat, weat_effect_size, weat_p_value, weat_statistic,
 )
 
 # Hand-computed case: s(w, A, B) = cos(w, a) − cos(w, b) with a = e1, b = e2.
@@ -134,9 +135,9 @@ def _toy_test():
 def test_ceat_samples_are_weat_on_the_drawn_contexts_and_combine_by_random_effects():
     rng = np.random.default_rng(5)
     test = _toy_test()
-    vectors = {w: rng.normal(size=(int(rng.integers(1, 5)), 6)) for w in test.words}
+    vectors = {w: rng.normal(size=(int(rng.integers(3, 7)), 6)) for w in test.words}
     result = ceat_from_vectors(vectors, test, n_samples=40, seed=6, chunk_size=7)
-    assert result.n_samples == 40 and result.draws.shape == (40, len(test.words))
+    assert result.n_samples == result.n_draws == 40 and result.draws.shape == (40, len(test.words))
     for i in (0, 13, 39):
         picked = {w: vectors[w][result.draws[i, j]] for j, w in enumerate(result.vocabulary)}
         sets = [np.stack([picked[w] for w in s.words]) for s in test.sets]
@@ -151,14 +152,38 @@ def test_ceat_samples_are_weat_on_the_drawn_contexts_and_combine_by_random_effec
                                   result.effect_sizes)
 
 
-def test_ceat_with_one_context_per_word_is_weat():
+def test_ceat_with_one_context_per_word_is_refused_not_p_zero():
+    # Every draw is the same sample: the old code combined 1000 copies of one WEAT, SE = sqrt(v/1000), p = 0.0.
     rng = np.random.default_rng(7)
     test = _toy_test()
     vectors = {w: rng.normal(size=(1, 4)) for w in test.words}
-    result = ceat_from_vectors(vectors, test, n_samples=10)
+    with pytest.raises(ValueError, match="at least 2 distinct samples.*use weat"):
+        ceat_from_vectors(vectors, test, n_samples=1000)
     sets = [np.concatenate([vectors[w] for w in s.words]) for s in test.sets]
-    assert result.combined_effect_size == pytest.approx(weat_effect_size(*sets))
-    assert result.tau_squared == 0
+    assert 0 < weat(*sets).p_value  # the single sample's honest p-value comes from WEAT's permutation test
+
+
+def test_ceat_combines_distinct_draws_only_and_warns():
+    # One word has two contexts, every other word one: only 2 distinct draws exist.
+    rng = np.random.default_rng(8)
+    test = _toy_test()
+    vectors = {w: rng.normal(size=(2 if w == "x1" else 1, 4)) for w in test.words}
+    with pytest.warns(DegenerateSampleWarning, match="998 of 1000 CEAT draws repeat.*only 2 distinct"):
+        result = ceat_from_vectors(vectors, test, n_samples=1000, seed=0)
+    assert result.n_samples == 2 and result.n_draws == 1000 and len(np.unique(result.draws, axis=0)) == 2
+    effect_sizes = []
+    for context in (0, 1):
+        sets = [np.stack([vectors[w][context if w == "x1" else 0] for w in s.words]) for s in test.sets]
+        effect_sizes.append(weat_effect_size(*sets))
+    np.testing.assert_allclose(np.sort(result.effect_sizes), np.sort(effect_sizes))
+    two = random_effects(result.effect_sizes, result.variances)
+    assert result.standard_error == pytest.approx(two.standard_error)
+    # With many contexts per word no draw repeats: no warning, every draw is a sample.
+    many = {w: rng.normal(size=(20, 4)) for w in test.words}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = ceat_from_vectors(many, test, n_samples=300, seed=0)
+    assert result.n_samples == result.n_draws == 300
 
 
 def test_ceat_bad_input():
@@ -198,3 +223,48 @@ def test_contexts_and_seat_sentences_contain_their_word():
         context_corpus(test, contexts_per_word=0)
     with pytest.raises(ValueError, match="empty"):
         seat_sentences(WordSet("none", ()))
+
+
+@pytest.mark.parametrize("s_x, s_y, match", [
+    (np.array([0.1, np.nan]), np.array([0.0, 0.2]), "s_x contains NaN"),
+    (np.array([0.1, 0.3]), np.array([np.inf, 0.2]), "s_y contains NaN or infinite"),
+    (np.array([]), np.array([0.0, 0.2]), "s_x is empty"),
+    (np.array([0.1, 0.3]), np.array([]), "s_y is empty"),
+    (np.ones((2, 2)), np.array([0.0, 0.2]), "1-D"),
+])
+def test_permutation_p_value_rejects_nan_empty_and_wrong_shape(s_x, s_y, match):
+    # The old code returned p = 0.0 for a NaN association and p = 1.0 for an empty set.
+    with pytest.raises(ValueError, match=match):
+        permutation_p_value(s_x, s_y)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_permutations=0), "n_permutations must be an int >= 1"),
+    (dict(n_permutations=2.5), "n_permutations"),
+    (dict(exact_limit=-1), "exact_limit must be an int >= 0"),
+])
+def test_permutation_p_value_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        permutation_p_value(np.array([0.1, 0.3]), np.array([0.0, 0.2]), **kwargs)
+
+
+def test_permutation_p_value_degenerate_sets():
+    # One word per set: two partitions, the observed one and its mirror.
+    assert permutation_p_value(np.array([1.0]), np.array([0.0]))[:2] == (0.5, True)
+    # All associations equal: every partition ties with the observed statistic, p = 1.
+    assert permutation_p_value(np.zeros(4), np.zeros(4))[0] == 1.0
+
+
+def test_ceat_rejects_bad_sample_settings_and_zero_spread():
+    test = _toy_test()
+    rng = np.random.default_rng(9)
+    vectors = {w: rng.normal(size=(3, 4)) for w in test.words}
+    with pytest.raises(ValueError, match="chunk_size"):
+        ceat_from_vectors(vectors, test, chunk_size=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        ceat_from_vectors(vectors, test, n_samples=10.5)
+    same = {w: np.tile(v[:1], (3, 1)) for w, v in vectors.items()}
+    for w in test.X.words + test.Y.words:  # every target the same vector in every context: std = 0
+        same[w] = np.tile(np.array([[1.0, 0.0, 0.0, 0.0]]), (3, 1)) * (1 + np.arange(3))[:, None]
+    with pytest.raises(ValueError, match="std = 0"):
+        ceat_from_vectors(same, test, n_samples=20)

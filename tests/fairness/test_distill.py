@@ -4,11 +4,12 @@ the distillation loop; the disparity metric; the downstream check; clear errors.
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import UndefinedMetricWarning
 
 from trustml.fairness.counterfactual import GenderSwapper
 from trustml.fairness.distill import (
-    COMBINE, SCOPES, VARIANTS, TeacherCache, distill_student, downstream_gaps, finetune_classifier, gender_disparity,
-    occupation_bios, perturb_teacher, token_permutation,
+    COMBINE, SCOPES, VARIANTS, LMClassifier, TeacherCache, distill_student, downstream_gaps, finetune_classifier,
+    gender_disparity, occupation_bios, perturb_teacher, token_permutation,
 )
 from trustml.fairness.occupations import occupation_corpus
 from trustml.models.lm import CausalLM, LMTokenizer, train_lm
@@ -238,3 +239,17 @@ def test_downstream_bios_and_gaps(setup):
     for name in names:
         assert gaps[f"TPR gap {name}"] == pytest.approx(direct[name])
     assert gaps["TPR gap (mean |F−M|)"] == pytest.approx(direct.abs().mean())
+    # An occupation with test rows of one gender only: its gap, and the summaries, are undefined (not skipped).
+    one_sided = balanced[~((balanced["occupation"] == names[0]) & (balanced["gender"] == "male"))]
+    with pytest.warns(UndefinedMetricWarning, match=rf"\['{names[0]}'\] lack test rows of one gender"):
+        partial = downstream_gaps(classifier, all_tokenizer, one_sided, label_names=names)
+    assert np.isnan(partial[f"TPR gap {names[0]}"]) and np.isnan(partial["TPR gap (mean |F−M|)"])
+    assert partial[f"TPR gap {names[1]}"] == pytest.approx(direct[names[1]])
+
+
+def test_lm_classifier_needs_a_width():
+    class NoConfig(torch.nn.Module):
+        config = object()
+
+    with pytest.raises(TypeError, match="hidden width"):
+        LMClassifier(NoConfig(), 2)

@@ -1,9 +1,12 @@
 """Group metrics equal Fairlearn's; the bootstrap's fast path equals MetricFrame on resampled rows."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 from fairlearn import metrics as flm
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score
 
 from trustml.fairness import group_accuracy, group_metrics
@@ -105,3 +108,84 @@ def test_non_binary_labels_are_rejected():
         group_metrics([0, 1, 2, 1], [0, 1, 1, 1], sensitive_features=["a", "b", "a", "b"])
     with pytest.raises(ValueError, match="at least two groups"):
         group_accuracy([0, 1, 2], [0, 1, 2], sensitive_features=["a", "a", "a"])
+
+
+# A group with no positives: group "a" has only y_true = 0, group "b" is predicted perfectly (TPR 1).
+NO_POSITIVES = dict(y_true=np.array([0, 0, 0, 0, 1, 0, 1, 0]), y_pred=np.array([0, 1, 0, 0, 1, 0, 1, 0]),
+                    sensitive_features=np.array(list("aaaabbbb")))
+
+
+def test_group_without_positives_has_undefined_tpr_fnr_and_equalized_odds():
+    # Fairlearn (through scikit-learn's normalised confusion matrix) reports TPR = FNR = 0 for "a" — impossible,
+    # since TPR + FNR = 1 — and so an equalized-odds difference of 1.0 that compares TPR 1 with a placeholder.
+    a = NO_POSITIVES["sensitive_features"] == "a"
+    assert flm.true_positive_rate(NO_POSITIVES["y_true"][a], NO_POSITIVES["y_pred"][a]) == 0
+    assert flm.false_negative_rate(NO_POSITIVES["y_true"][a], NO_POSITIVES["y_pred"][a]) == 0
+    assert flm.equalized_odds_difference(**NO_POSITIVES) == 1.0
+    with pytest.warns(UndefinedMetricWarning, match=r"groups \['a'\] have no positives"):
+        report = group_metrics(**NO_POSITIVES)
+    by_group, value = report.by_group, report.disparities["value"]
+    assert np.isnan(by_group.loc["a", "true_positive_rate"]) and np.isnan(by_group.loc["a", "false_negative_rate"])
+    assert by_group.loc["b", "true_positive_rate"] == 1 and by_group.loc["b", "false_negative_rate"] == 0
+    for name in ("equalized_odds_difference", "equalized_odds_ratio", "false_negative_rate_difference"):
+        assert np.isnan(value[name]), name
+    # What does not use the missing rates stays defined and equals Fairlearn.
+    assert by_group.loc["a", "false_positive_rate"] == pytest.approx(0.25)
+    for name in ("demographic_parity_difference", "demographic_parity_ratio", "false_positive_rate_difference",
+                 "accuracy_difference"):
+        assert value[name] == pytest.approx(DISPARITIES[name](**NO_POSITIVES)), name
+
+
+def test_group_without_negatives_has_undefined_fpr():
+    y_true = np.array([1, 1, 1, 0, 1, 0])
+    y_pred = np.array([1, 0, 1, 1, 1, 0])
+    sensitive = np.array(list("aaabbb"))
+    with pytest.warns(UndefinedMetricWarning, match=r"groups \['a'\] have no negatives.*FPR"):
+        report = group_metrics(y_true, y_pred, sensitive_features=sensitive)
+    assert np.isnan(report.by_group.loc["a", "false_positive_rate"])
+    assert np.isnan(report.disparities.loc["false_positive_rate_difference", "value"])
+    assert np.isnan(report.disparities.loc["equalized_odds_difference", "value"])
+    assert report.disparities.loc["false_negative_rate_difference", "value"] == pytest.approx(1 / 3)
+
+
+def test_bootstrap_keeps_undefined_rates_undefined_and_defined_ones_finite():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = group_metrics(**NO_POSITIVES, n_boot=50, seed=0)
+    # One warning per undefined condition, and no numpy "All-NaN slice" noise from the intervals.
+    assert [w.category for w in caught] == [UndefinedMetricWarning]
+    by_group = report.by_group
+    assert by_group.loc["a", ["true_positive_rate_low", "true_positive_rate_high"]].isna().all()
+    assert by_group.loc["b", ["true_positive_rate_low", "true_positive_rate_high"]].notna().all()
+    assert report.disparities.loc["equalized_odds_difference", ["ci_low", "ci_high"]].isna().all()
+    assert report.disparities.loc["demographic_parity_difference", ["ci_low", "ci_high"]].notna().all()
+
+
+def test_every_rate_defined_gives_no_warning_and_all_zero_selection_has_no_ratio():
+    y_true, y_pred, sensitive = random_predictions(6, n=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        group_metrics(y_true, y_pred, sensitive_features=sensitive, n_boot=20)
+    # Nobody selected: the demographic-parity ratio is 0/0 (NaN, as Fairlearn), the difference 0.
+    none = np.zeros_like(y_true)
+    report = group_metrics(y_true, none, sensitive_features=sensitive)
+    assert np.isnan(report.disparities.loc["demographic_parity_ratio", "value"])
+    assert np.isnan(flm.demographic_parity_ratio(y_true, none, sensitive_features=sensitive))
+    assert report.disparities.loc["demographic_parity_difference", "value"] == 0
+
+
+def test_group_accuracy_degenerate_inputs():
+    # One row per group, and a group that is always wrong: accuracy 0 and ratio 0, not an error.
+    report = group_accuracy([1, 2], [1, 0], sensitive_features=["a", "b"])
+    assert report.by_group["accuracy"].tolist() == [1.0, 0.0]
+    assert report.disparities.loc["accuracy_ratio", "value"] == 0
+    # Every group always wrong: the ratio 0/0 is undefined.
+    report = group_accuracy([1, 2, 3, 4], [0, 0, 0, 0], sensitive_features=list("abab"), n_boot=10)
+    assert np.isnan(report.disparities.loc["accuracy_ratio", "value"])
+    assert np.isnan(report.disparities.loc["accuracy_ratio", "ci_low"])
+    with pytest.raises(ValueError, match="NaN"):
+        group_accuracy(np.array([0, 1, np.nan, 1.0]), np.array([0, 1, 1, 1.0]), sensitive_features=list("abab"))
+    with pytest.raises(ValueError, match="missing values"):
+        group_metrics([0, 1, 0, 1], [0, 1, 0, 1], sensitive_features=np.array(["a", "b", None, "a"], dtype=object))
+    with pytest.raises(ValueError, match="empty"):
+        group_accuracy([], [], sensitive_features=[])

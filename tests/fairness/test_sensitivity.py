@@ -165,6 +165,8 @@ def test_bad_input_is_a_clear_error():
         feature_jacobian(task, ids, features="pixels")
     with pytest.raises(ValueError, match="inputs must not be empty"):
         prediction_sensitivity(task, ids[:0], protected_model=psm)
+    with pytest.raises(TypeError, match="needs a model with get_input_embeddings"):
+        feature_jacobian(nn.Sequential(nn.Embedding(12, 4), nn.Flatten(), nn.Linear(24, 2)), ids)
 
 
 def test_planted_attribute_task():
@@ -208,5 +210,10 @@ def test_audit_of_a_trained_classifier_sees_the_planted_dependence():
     # Texts with no swap-list word have no counterfactual gap, however much the model relies on proxies.
     assert (examples.loc[~examples["has_swap_term"], "counterfactual_gap"] == 0).all()
     assert (examples.loc[~examples["has_swap_term"], "aps"] > 0).all()
+    # The audit keeps what it audited: re-scoring its models on its texts gives its numbers back.
+    audit = audits[1.0]
+    assert audit.protected_model is psm and audit.tokenizer is tokenizer
+    again = prediction_sensitivity(audit.task_model, tokenizer.encode(texts[:200])[0], protected_model=psm)
+    np.testing.assert_allclose(again.per_example.numpy(), examples["aps"], rtol=1e-5)
     with pytest.raises(ValueError, match="same length"):
         fit_text_classifier(texts[:3], [0, 1], tokenizer=tokenizer)

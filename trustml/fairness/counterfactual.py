@@ -51,7 +51,8 @@ class GenderSwapper:
                  extra_pairs: Sequence[tuple[str, str]] = ()):
         lists = load_gender_pairs(language)
         if extra_pairs:
-            lists = dataclasses.replace(lists, words=lists.words + tuple(tuple(p) for p in extra_pairs))
+            extra = tuple((male, female) for male, female in extra_pairs)
+            lists = dataclasses.replace(lists, words=lists.words + extra)
             from trustml.fairness.gender_pairs import check_pairs
 
             check_pairs(lists)

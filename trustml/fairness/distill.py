@@ -200,16 +200,12 @@ def distill_student(cache: TeacherCache, student: nn.Module, *, student_tokenize
 
     # Rows: every original text (targets: teacher on x, its counterfactual x'); with CDA also the swapped
     # copies of gendered texts (targets: teacher on x', its counterfactual x — the roles reversed).
-    ids, mask = [cache.input_ids], [cache.attention_mask]
-    own, other, aligned = [cache.log_probs], [cache.swapped_log_probs], [cache.aligned]
+    parts = [(cache.input_ids, cache.attention_mask, cache.log_probs, cache.swapped_log_probs, cache.aligned)]
     if augment:
         rows = cache.gendered
-        ids.append(cache.swapped_ids[rows])
-        mask.append(cache.swapped_mask[rows])
-        own.append(cache.swapped_log_probs[rows])
-        other.append(cache.log_probs[rows])
-        aligned.append(cache.aligned[rows])
-    ids, mask, own, other, aligned = (torch.cat(t) for t in (ids, mask, own, other, aligned))
+        parts.append((cache.swapped_ids[rows], cache.swapped_mask[rows], cache.swapped_log_probs[rows],
+                      cache.log_probs[rows], cache.aligned[rows]))
+    ids, mask, own, other, aligned = (torch.cat(column) for column in zip(*parts))
 
     def loss(model: nn.Module, batch) -> torch.Tensor:
         rows, batch_ids, batch_mask = batch
@@ -408,7 +404,11 @@ class LMClassifier(nn.Module):
     def __init__(self, lm: nn.Module, num_classes: int):
         super().__init__()
         self.lm = lm
-        width = lm.config["d_model"] if isinstance(lm.config, dict) else lm.config.hidden_size
+        config = lm.config
+        width = config["d_model"] if isinstance(config, dict) else getattr(config, "hidden_size", None)
+        if not isinstance(width, int):
+            raise TypeError("lm.config must give the hidden width: a dict with 'd_model' (trustml's CausalLM) or a "
+                            f"Hugging Face config with hidden_size; got {type(config).__name__}")
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -427,16 +427,16 @@ def finetune_classifier(lm: nn.Module, tokenizer, texts: Sequence[str], labels: 
     import copy
 
     texts = _check_texts(texts)
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if len(labels) != len(texts):
-        raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
+    targets = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if len(targets) != len(texts):
+        raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(targets)}")
     torch.manual_seed(seed)
     model = LMClassifier(copy.deepcopy(lm), num_classes)
     input_ids, attention_mask = tokenizer.encode(texts)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     fit(model, lambda epoch: lm_batches(input_ids, attention_mask, batch_size=batch_size, shuffle=True,
                                         seed=seed + epoch),
-        loss=lambda model, batch: nn.functional.cross_entropy(model(batch[1], batch[2]), labels[batch[0]],
+        loss=lambda model, batch: nn.functional.cross_entropy(model(batch[1], batch[2]), targets[batch[0]],
                                                               reduction="none"),
         optimizer=optimizer, epochs=epochs)
     return model
@@ -447,23 +447,37 @@ def downstream_gaps(classifier: LMClassifier, tokenizer, frame: pd.DataFrame, *,
                     label_names: Sequence[str]) -> dict[str, float]:
     """Accuracy and the true-positive-rate gap between genders per occupation (De-Arteaga et al. 2019),
     TPR_female − TPR_male from Fairlearn's ``MetricFrame`` (recall per group); reported as the mean
-    absolute gap and the largest one."""
+    absolute gap and the largest one.
+
+    An occupation without test rows of one gender has no gap (NaN, with an ``UndefinedMetricWarning``),
+    and then the mean and the largest gap are NaN too: they would otherwise silently cover fewer occupations.
+    """
+    import warnings
+
     from fairlearn.metrics import MetricFrame
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import recall_score
 
     input_ids, attention_mask = tokenizer.encode(frame["text"].tolist())
     predicted = classifier(input_ids, attention_mask).argmax(-1).numpy()
     truth = frame["occupation"].map({name: i for i, name in enumerate(label_names)}).to_numpy()
-    gaps = {}
+    gender = frame["gender"].to_numpy()
+    gaps, undefined = {}, []
     for index, name in enumerate(label_names):
         rows = truth == index
+        if not ({"female", "male"} <= set(gender[rows].tolist())):
+            gaps[name] = float("nan")
+            undefined.append(name)
+            continue
         metric = MetricFrame(metrics=recall_score, y_true=np.ones(rows.sum(), dtype=int),
-                             y_pred=(predicted[rows] == index).astype(int),
-                             sensitive_features=frame["gender"].to_numpy()[rows])
-        gaps[name] = float(metric.by_group.get("female", np.nan) - metric.by_group.get("male", np.nan))
-    values = np.array(list(gaps.values()))
-    return {"accuracy": float((predicted == truth).mean()), "TPR gap (mean |F−M|)": float(np.nanmean(np.abs(values))),
-            "TPR gap (max |F−M|)": float(np.nanmax(np.abs(values))), **{f"TPR gap {k}": v for k, v in gaps.items()}}
+                             y_pred=(predicted[rows] == index).astype(int), sensitive_features=gender[rows])
+        gaps[name] = float(metric.by_group["female"] - metric.by_group["male"])
+    if undefined:
+        warnings.warn(f"occupations {undefined} lack test rows of one gender: their TPR gap is undefined (NaN), "
+                      "and so are the mean and the largest gap", UndefinedMetricWarning, stacklevel=2)
+    values = np.abs(np.array(list(gaps.values())))
+    return {"accuracy": float((predicted == truth).mean()), "TPR gap (mean |F−M|)": float(np.mean(values)),
+            "TPR gap (max |F−M|)": float(np.max(values)), **{f"TPR gap {k}": v for k, v in gaps.items()}}
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -27,6 +28,8 @@ from trustml.fairness.wordsets import CONTEXT_FRAMES, SEAT_TEMPLATES, Associatio
 
 #: Enumerate every re-partition when there are at most this many; sample otherwise.
 EXACT_PERMUTATION_LIMIT = 100_000
+#: Associations are cosine differences in [-2, 2]: a spread below this is rounding error, not variation.
+ZERO_SPREAD = 1e-12
 
 
 def as_vectors(name: str, vectors, *, dim: int | None = None) -> np.ndarray:
@@ -84,7 +87,7 @@ def _effect_size(s_x: np.ndarray, s_y: np.ndarray) -> float:
     if len(joint) < 2:
         raise ValueError("the effect size needs at least two target vectors in X ∪ Y")
     spread = joint.std(ddof=1)
-    if spread == 0:
+    if spread < ZERO_SPREAD:
         raise ValueError("every target has the same association: the effect size is undefined (std = 0)")
     return float((s_x.mean() - s_y.mean()) / spread)
 
@@ -93,6 +96,23 @@ def weat_statistic(X, Y, A, B) -> float:
     """The test statistic ``s(X,Y,A,B) = Σ_{x∈X} s(x,A,B) − Σ_{y∈Y} s(y,A,B)`` (Caliskan et al. 2017)."""
     X, Y, A, B = _check_sets(X, Y, A, B)
     return float(association(X, A, B).sum() - association(Y, A, B).sum())
+
+
+def _associations(name: str, values) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of per-word associations, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: the permutation test needs at least one association per set")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _check_count(name: str, value, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def permutation_p_value(s_x: np.ndarray, s_y: np.ndarray, *, n_permutations: int = 10_000,
@@ -104,9 +124,13 @@ def permutation_p_value(s_x: np.ndarray, s_y: np.ndarray, *, n_permutations: int
     the usual exact permutation test). All partitions are enumerated when there are at most
     ``exact_limit``; otherwise ``n_permutations`` random ones are drawn (seeded) and
     ``p = (1 + #{≥}) / (1 + n_permutations)`` (Phipson & Smyth 2010). Returns ``(p, exact, n_used)``.
+
+    ``s_x`` and ``s_y`` must be non-empty, 1-D and finite: a NaN would compare false everywhere and give a
+    meaningless p, so it is an error, as is an empty set (there is nothing to permute).
     """
-    if n_permutations < 1:
-        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+    s_x, s_y = _associations("s_x", s_x), _associations("s_y", s_y)
+    _check_count("n_permutations", n_permutations, minimum=1)
+    _check_count("exact_limit", exact_limit, minimum=0)
     joint = np.concatenate([s_x, s_y])
     n, k = len(joint), len(s_x)
     total = joint.sum()
@@ -238,6 +262,10 @@ def random_effects(effect_sizes, variances) -> RandomEffectsResult:
                                max(0.0, (q - df) / q) if q > 0 else 0.0)
 
 
+class DegenerateSampleWarning(UserWarning):
+    """CEAT drew the same contexts more than once: repeated draws are dropped before combining."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CEATResult:
     combined_effect_size: float
@@ -245,13 +273,15 @@ class CEATResult:
     p_value: float
     tau_squared: float
     i_squared: float
-    effect_sizes: np.ndarray  # the N per-sample WEAT effect sizes that were combined
+    effect_sizes: np.ndarray  # the per-sample WEAT effect sizes that were combined (one per distinct draw)
     variances: np.ndarray  # their in-sample variances v_i
     vocabulary: tuple[str, ...] = ()  # the test's words, in the column order of ``draws``
-    draws: np.ndarray | None = None  # (N, words): which context of each word sample i used
+    draws: np.ndarray | None = None  # (n_samples, words): which context of each word sample i used
+    n_draws: int | None = None  # draws requested; more than n_samples when some repeated an earlier draw
 
     @property
     def n_samples(self) -> int:
+        """Distinct draws combined (repeats of an earlier draw are not new samples)."""
         return len(self.effect_sizes)
 
     def summary(self) -> str:
@@ -269,11 +299,18 @@ def ceat_from_vectors(word_vectors: Mapping[str, np.ndarray], test: AssociationT
     For ``i = 1..N``: draw one context (row) per word uniformly, compute WEAT's effect size ``ES_i`` on
     those vectors and the in-sample variance ``v_i = Var_{w∈X∪Y} s(w,A,B)`` (``ddof=1``, the variance
     the CEAT authors' code uses); combine with :func:`random_effects`.
+
+    **Distinct draws.** The meta-analysis treats the samples as independent studies, so its standard
+    error shrinks like ``1/√N``. A draw that repeats an earlier one (the same context for every word) is
+    the same study again, not new evidence: counting it would shrink the standard error and the p-value
+    with nothing new sampled. Repeats are therefore dropped (with a :class:`DegenerateSampleWarning`
+    saying how many), and fewer than two distinct draws — e.g. one context per word, where every draw is
+    the same — is an error: that is WEAT on those vectors (:func:`weat`), with its permutation test.
     """
-    if n_samples < 2:
-        raise ValueError(f"n_samples must be >= 2 (the random-effects model needs several samples), got {n_samples}")
+    _check_count("n_samples", n_samples, minimum=2)
+    _check_count("chunk_size", chunk_size, minimum=1)
     sets = []
-    dim = None
+    dim: int | None = None
     for label, word_set in zip("XYAB", test.sets):
         if not word_set.words:
             raise ValueError(f"{label} ({word_set.name!r}) is empty")
@@ -281,22 +318,36 @@ def ceat_from_vectors(word_vectors: Mapping[str, np.ndarray], test: AssociationT
         if missing:
             raise KeyError(f"no contextual vectors for {label} words {missing[:5]}")
         for word in word_set.words:
-            as_vectors(f"vectors of {word!r}", word_vectors[word], dim=dim)
-            dim = np.asarray(word_vectors[word]).shape[1]
+            dim = as_vectors(f"vectors of {word!r}", word_vectors[word], dim=dim).shape[1]
         sets.append(list(word_set.words))
+    assert dim is not None  # every set is non-empty
     vocabulary = list(dict.fromkeys(w for s in sets for w in s))
     position = {w: i for i, w in enumerate(vocabulary)}
     counts = np.array([len(word_vectors[w]) for w in vocabulary])
-    # One padded (words, contexts, d) array of unit vectors: a sample is then one gather.
-    table = np.zeros((len(vocabulary), counts.max(), dim))
-    for i, w in enumerate(vocabulary):
-        table[i, : counts[i]] = _unit(np.asarray(word_vectors[w], dtype=np.float64))
     rng = np.random.default_rng(seed)
     draws = (rng.random((n_samples, len(vocabulary))) * counts).astype(np.int64)
+    _, first = np.unique(draws, axis=0, return_index=True)
+    if len(first) < 2:
+        raise ValueError(
+            f"CEAT needs at least 2 distinct samples, but all {n_samples} draws picked the same contexts "
+            f"({int((counts > 1).sum())} of {len(counts)} words have more than one context): the random-effects "
+            "p-value would count one WEAT n_samples times. Give the words more contexts, or use weat() on these "
+            "vectors (its permutation test is the right p-value for a single sample)")
+    if len(first) < n_samples:
+        possible = math.prod(int(c) for c in counts)
+        warnings.warn(
+            f"{n_samples - len(first)} of {n_samples} CEAT draws repeat an earlier draw (only {possible} distinct "
+            f"draws exist); the random-effects combination uses the {len(first)} distinct draws",
+            DegenerateSampleWarning, stacklevel=2)
+        draws = draws[np.sort(first)]
+    # One padded (words, contexts, d) array of unit vectors: a sample is then one gather.
+    table = np.zeros((len(vocabulary), int(counts.max()), dim))
+    for i, w in enumerate(vocabulary):
+        table[i, : counts[i]] = _unit(np.asarray(word_vectors[w], dtype=np.float64))
     rows = [np.array([position[w] for w in s]) for s in sets]
-    effect_sizes, variances = np.empty(n_samples), np.empty(n_samples)
-    for start in range(0, n_samples, chunk_size):
-        stop = min(start + chunk_size, n_samples)
+    effect_sizes, variances = np.empty(len(draws)), np.empty(len(draws))
+    for start in range(0, len(draws), chunk_size):
+        stop = min(start + chunk_size, len(draws))
         picked = table[np.arange(len(vocabulary)), draws[start:stop]]  # (chunk, words, d)
         X, Y, A, B = (picked[:, r] for r in rows)
         mean_a = A.mean(axis=1)  # mean_a cos(w, a) = w · mean(a) for unit vectors
@@ -305,15 +356,19 @@ def ceat_from_vectors(word_vectors: Mapping[str, np.ndarray], test: AssociationT
         s_y = np.einsum("cnd,cd->cn", Y, mean_a) - np.einsum("cnd,cd->cn", Y, mean_b)
         joint = np.concatenate([s_x, s_y], axis=1)
         spread = joint.std(axis=1, ddof=1)
+        if (spread < ZERO_SPREAD).any():
+            raise ValueError("a CEAT sample has every target with the same association (std = 0): its effect size "
+                             "is undefined")
         effect_sizes[start:stop] = (s_x.mean(axis=1) - s_y.mean(axis=1)) / spread
         variances[start:stop] = spread**2
     combined = random_effects(effect_sizes, variances)
     return CEATResult(combined.combined_effect_size, combined.standard_error, combined.p_value,
-                      combined.tau_squared, combined.i_squared, effect_sizes, variances, tuple(vocabulary), draws)
+                      combined.tau_squared, combined.i_squared, effect_sizes, variances, tuple(vocabulary), draws,
+                      n_samples)
 
 
 __all__ = [
-    "CEATResult", "EXACT_PERMUTATION_LIMIT", "RandomEffectsResult", "WEATResult", "as_vectors", "association",
-    "ceat_from_vectors", "context_corpus", "permutation_p_value", "random_effects", "seat_sentences", "weat",
-    "weat_effect_size", "weat_p_value", "weat_statistic",
+    "CEATResult", "DegenerateSampleWarning", "EXACT_PERMUTATION_LIMIT", "RandomEffectsResult", "WEATResult",
+    "as_vectors", "association", "ceat_from_vectors", "context_corpus", "permutation_p_value", "random_effects",
+    "seat_sentences", "weat", "weat_effect_size", "weat_p_value", "weat_statistic",
 ]

@@ -15,6 +15,15 @@ per-cell confusion counts with numpy, because one ``MetricFrame`` costs ~50 ms a
 would take a minute (``tests/fairness/test_group_metrics.py`` checks the count path against ``MetricFrame`` on
 resampled data).
 
+**Undefined rates.** A group with no positives (``y_true = 1``) has no true-positive or false-negative
+rate: ``TPR = TP / (TP + FN)`` is 0/0. scikit-learn's ``confusion_matrix(normalize="true")``, and so
+Fairlearn's ``true_positive_rate``, report 0 for both TPR and FNR there (which cannot both hold: TPR + FNR
+= 1), and the equalized-odds difference then compares a real TPR with that 0. Here an undefined rate is
+NaN and raises scikit-learn's ``UndefinedMetricWarning``, naming the group; a disparity that needs an
+undefined rate (the TPR/FNR differences, the equalized-odds difference and ratio) is NaN too, never a
+number computed from a placeholder. The same holds for FPR in a group with no negatives. Where every rate
+is defined the numbers equal Fairlearn's (tested).
+
 ``group_accuracy`` does the same for multi-class predictions (e.g. the intent classifier by speaker
 attribute): per-group accuracy and its difference and ratio.
 """
@@ -22,24 +31,37 @@ attribute): per-group accuracy and its difference and ratio.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from fairlearn import metrics as flm
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score
 
-#: Per-group metrics (Fairlearn / scikit-learn functions, used through ``MetricFrame``).
+def _conditional_rate(rate: Callable, given: int) -> Callable:
+    """Fairlearn's ``rate`` on the rows with ``y_true == given``, NaN when there are none (Fairlearn says 0)."""
+    def metric(y_true, y_pred) -> float:
+        return float(rate(y_true, y_pred, pos_label=1)) if np.any(np.asarray(y_true) == given) else float("nan")
+    metric.__name__ = rate.__name__
+    return metric
+
+
+#: Per-group metrics (Fairlearn / scikit-learn functions, used through ``MetricFrame``). The error rates
+#: condition on the true label: NaN for a group without rows of that label.
 BINARY_METRICS: dict[str, Callable] = {
     "count": flm.count,
     "accuracy": accuracy_score,
     "selection_rate": flm.selection_rate,
-    "false_positive_rate": flm.false_positive_rate,
-    "false_negative_rate": flm.false_negative_rate,
-    "true_positive_rate": flm.true_positive_rate,
+    "false_positive_rate": _conditional_rate(flm.false_positive_rate, given=0),
+    "false_negative_rate": _conditional_rate(flm.false_negative_rate, given=1),
+    "true_positive_rate": _conditional_rate(flm.true_positive_rate, given=1),
 }
 
-#: Disparity metrics: Fairlearn's functions, each ``f(y_true, y_pred, *, sensitive_features)``.
+#: Disparity metrics: Fairlearn's functions, each ``f(y_true, y_pred, *, sensitive_features)``. trustml computes
+#: them from the per-group rates with the same definitions (:func:`_binary_disparities`), NaN where a rate is
+#: undefined; the tests compare with these functions where every rate is defined.
 DISPARITIES: dict[str, Callable] = {
     "demographic_parity_difference": flm.demographic_parity_difference,
     "demographic_parity_ratio": flm.demographic_parity_ratio,
@@ -80,6 +102,11 @@ def _validate(y_true, y_pred, sensitive_features, groups: Sequence | None, *, bi
                          f"{len(y_true)}, {len(y_pred)} and {len(sensitive)}")
     if len(y_true) == 0:
         raise ValueError("y_true is empty")
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(f"{name} contains NaN or infinite values; labels must be finite")
+    if pd.isna(sensitive).any():
+        raise ValueError("sensitive_features contains missing values (None/NaN); give every row a group label")
     if binary:
         for name, values in (("y_true", y_true), ("y_pred", y_pred)):
             bad = sorted(set(np.unique(values).tolist()) - {0, 1})
@@ -127,28 +154,58 @@ def _binary_counts(codes, y_true, y_pred, n_groups) -> dict[str, np.ndarray]:
         }
 
 
+def _difference(values: np.ndarray) -> float:
+    """``max_g − min_g`` (Fairlearn's ``between_groups`` difference); NaN if any group's value is undefined."""
+    return float(np.max(values) - np.min(values))  # np.max/np.min propagate NaN
+
+
+def _ratio(values: np.ndarray) -> float:
+    """``min_g / max_g`` (Fairlearn's ratio); NaN if a value is undefined or every value is 0."""
+    return float(np.min(values) / np.max(values)) if np.max(values) > 0 else float("nan")
+
+
 def _binary_disparities(m: dict[str, np.ndarray]) -> dict[str, float]:
-    """The same definitions as Fairlearn's functions (between groups: max − min, ratio min / max)."""
-    def diff(v):
-        return float(np.max(v) - np.min(v))
+    """Fairlearn's definitions (between groups: max − min, ratio min / max), from per-group rates ``m``.
 
-    def ratio(v):
-        return float(np.min(v) / np.max(v)) if np.max(v) > 0 else float("nan")
+    Equalized odds (Hardt, Price & Srebro 2016): difference ``max(ΔTPR, ΔFPR)``, ratio
+    ``min(ratio TPR, ratio FPR)``; NaN when either needs an undefined rate.
+    """
+    def worst(values: list[float], pick: Callable) -> float:
+        return float("nan") if any(np.isnan(values)) else float(pick(values))
 
+    tpr, fpr = m["true_positive_rate"], m["false_positive_rate"]
     return {
-        "demographic_parity_difference": diff(m["selection_rate"]),
-        "demographic_parity_ratio": ratio(m["selection_rate"]),
-        "equalized_odds_difference": max(diff(m["true_positive_rate"]), diff(m["false_positive_rate"])),
-        "equalized_odds_ratio": min(ratio(m["true_positive_rate"]), ratio(m["false_positive_rate"])),
-        "accuracy_difference": diff(m["accuracy"]),
-        "false_positive_rate_difference": diff(m["false_positive_rate"]),
-        "false_negative_rate_difference": diff(m["false_negative_rate"]),
+        "demographic_parity_difference": _difference(m["selection_rate"]),
+        "demographic_parity_ratio": _ratio(m["selection_rate"]),
+        "equalized_odds_difference": worst([_difference(tpr), _difference(fpr)], max),
+        "equalized_odds_ratio": worst([_ratio(tpr), _ratio(fpr)], min),
+        "accuracy_difference": _difference(m["accuracy"]),
+        "false_positive_rate_difference": _difference(fpr),
+        "false_negative_rate_difference": _difference(m["false_negative_rate"]),
     }
 
 
+def _warn_undefined(by_group: pd.DataFrame) -> None:
+    """An ``UndefinedMetricWarning`` naming the groups whose rates are undefined, and what that makes NaN."""
+    cases = (("true_positive_rate", "no positives (y_true = 1)", "TPR and FNR"),
+             ("false_positive_rate", "no negatives (y_true = 0)", "FPR"))
+    for column, reason, rates in cases:
+        undefined = by_group.index[by_group[column].isna()].tolist()
+        if undefined:
+            warnings.warn(f"groups {undefined} have {reason}: their {rates} are undefined (NaN), and so is every "
+                          "difference or ratio that uses them (equalized odds included)", UndefinedMetricWarning,
+                          stacklevel=3)
+
+
 def _intervals(replicates: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile intervals per column; NaN for a quantity that is undefined in the replicates.
+
+    The strata keep every (group, label) cell, so a rate is either defined in every replicate or in none.
+    """
     alpha = (1 - confidence) / 2
-    return np.nanquantile(replicates, alpha, axis=0), np.nanquantile(replicates, 1 - alpha, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: undefined rates, warned about once
+        return np.nanquantile(replicates, alpha, axis=0), np.nanquantile(replicates, 1 - alpha, axis=0)
 
 
 def _check_confidence(confidence: float, n_boot: int) -> None:
@@ -171,8 +228,9 @@ def group_metrics(y_true, y_pred, *, sensitive_features, groups: Sequence | None
     by_group = frame.by_group.loc[levels]
     by_group.index.name = "group"
     by_group["count"] = by_group["count"].astype(int)
-    disparities = pd.DataFrame({"value": {name: float(f(y_true, y_pred, sensitive_features=sensitive))
-                                          for name, f in DISPARITIES.items()}})
+    _warn_undefined(by_group)
+    rates = {metric: by_group[metric].to_numpy(dtype=float) for metric in BINARY_METRICS}
+    disparities = pd.DataFrame({"value": _binary_disparities(rates)})
     if n_boot:
         codes = pd.Categorical(sensitive, categories=levels).codes.astype(np.int64)
         yt, yp = y_true.astype(np.int64), y_pred.astype(np.int64)
@@ -208,17 +266,16 @@ def group_accuracy(y_true, y_pred, *, sensitive_features, groups: Sequence | Non
         correct = (y_true == y_pred).astype(float)
         # Strata: the groups (their sizes stay fixed; the accuracy varies through the resample).
         strata = [np.flatnonzero(codes == g) for g in range(len(levels))]
-        replicates = []
-        for index in bootstrap_indices(strata, n_boot=n_boot, seed=seed):
-            replicates.append(np.bincount(codes[index], weights=correct[index], minlength=len(levels))
-                              / np.bincount(codes[index], minlength=len(levels)))
-        replicates = np.stack(replicates)
+        replicates = np.stack([np.bincount(codes[index], weights=correct[index], minlength=len(levels))
+                               / np.bincount(codes[index], minlength=len(levels))
+                               for index in bootstrap_indices(strata, n_boot=n_boot, seed=seed)])
         low, high = _intervals(replicates, confidence)
         by_group["accuracy_low"], by_group["accuracy_high"] = low, high
-        summaries = np.stack([replicates.max(1) - replicates.min(1), replicates.min(1) / replicates.max(1)], axis=1)
+        summaries = np.array([[_difference(row), _ratio(row)] for row in replicates])
         disparities["ci_low"], disparities["ci_high"] = _intervals(summaries, confidence)
     disparities.index.name = "metric"
     return GroupReport(by_group, disparities, frame.overall, n_boot, confidence)
 
 
-__all__ = ["BINARY_METRICS", "DISPARITIES", "GroupReport", "bootstrap_indices", "group_accuracy", "group_metrics"]
+__all__ = ["BINARY_METRICS", "DISPARITIES", "GroupReport", "UndefinedMetricWarning", "bootstrap_indices",
+           "group_accuracy", "group_metrics"]

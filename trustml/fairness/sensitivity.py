@@ -48,6 +48,16 @@ OUTPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 FEATURES = ("token", "embedding", "dense")
 
 
+def _per_feature_abs(gradient: torch.Tensor) -> torch.Tensor:
+    """|∂f/∂x_i| for scalar features (token scales, dense coordinates)."""
+    return gradient.abs()
+
+
+def _per_token_norm(gradient: torch.Tensor) -> torch.Tensor:
+    """‖∂f/∂e_t‖₂ over the embedding dimension (``features="embedding"``)."""
+    return gradient.norm(dim=-1)
+
+
 def _check_choice(name: str, value: str, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
@@ -70,21 +80,25 @@ def feature_jacobian(model: nn.Module, inputs: torch.Tensor, *, features: str = 
                 raise ValueError("features='dense' needs float inputs (B, F), e.g. bag-of-words counts")
             x = inputs.detach().clone().requires_grad_(True)
             logits = model(x)
-            reduce = torch.abs
+            reduce = _per_feature_abs
         else:
             if torch.is_floating_point(inputs) or inputs.dim() != 2:
                 raise ValueError(f"features={features!r} needs token ids (B, T); got {tuple(inputs.shape)} "
                                  f"{inputs.dtype}")
             mask = (inputs != 0).long() if attention_mask is None else attention_mask
-            embeds = model.get_input_embeddings()(inputs).detach()
+            get_embeddings = getattr(model, "get_input_embeddings", None)
+            if not callable(get_embeddings):
+                raise TypeError(f"features={features!r} needs a model with get_input_embeddings() (as trustml's "
+                                f"classifiers and Hugging Face models have); {type(model).__name__} has none")
+            embeds = get_embeddings()(inputs).detach()
             if features == "token":
                 x = torch.ones(inputs.shape, dtype=embeds.dtype, device=embeds.device, requires_grad=True)
                 logits = model(inputs_embeds=embeds * x.unsqueeze(-1), attention_mask=mask)
-                reduce = torch.abs
+                reduce = _per_feature_abs
             else:
                 x = embeds.clone().requires_grad_(True)
                 logits = model(inputs_embeds=x, attention_mask=mask)
-                reduce = lambda g: g.norm(dim=-1)  # noqa: E731 — per-token gradient norm
+                reduce = _per_token_norm
         f = OUTPUTS[output](logits)
         columns = [reduce(torch.autograd.grad(f[:, j].sum(), x, retain_graph=j < f.shape[1] - 1)[0])
                    for j in range(f.shape[1])]
@@ -236,15 +250,15 @@ def fit_text_classifier(texts: Sequence[str], labels: Sequence[int], *, tokenize
 
     if not init_scale > 0:
         raise ValueError(f"init_scale must be > 0, got {init_scale}")
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if len(labels) != len(texts):
-        raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(labels)}")
+    targets = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if len(targets) != len(texts):
+        raise ValueError(f"texts and labels must have the same length, got {len(texts)} and {len(targets)}")
     torch.manual_seed(seed)
     model = EmbeddingClassifier(tokenizer.vocab_size, num_classes, embed_dim=embed_dim, hidden_dim=hidden_dim)
     with torch.no_grad():
         model.embedding.weight.mul_(init_scale)
     input_ids, _ = tokenizer.encode(list(texts))
-    train_classifier(model, torch.utils.data.TensorDataset(input_ids, labels), epochs=epochs, seed=seed)
+    train_classifier(model, torch.utils.data.TensorDataset(input_ids, targets), epochs=epochs, seed=seed)
     return model
 
 
@@ -262,10 +276,14 @@ def text_predictor(model: nn.Module, tokenizer) -> Callable[[list[str]], np.ndar
 
 @dataclasses.dataclass
 class SensitivityAudit:
-    """``summary``: one number per metric; ``examples``: one row per text with its per-example scores."""
+    """``summary``: one number per metric; ``examples``: one row per text with its per-example scores; the
+    audited ``task_model``, the ``protected_model`` (PSM) and their ``tokenizer``, to audit further."""
 
     summary: dict[str, float]
     examples: pd.DataFrame
+    task_model: nn.Module | None = None
+    protected_model: nn.Module | None = None
+    tokenizer: object | None = None
 
 
 def audit_text_classifier(task_model: nn.Module, protected_model: nn.Module, tokenizer, texts: Sequence[str], *,
@@ -296,7 +314,8 @@ def audit_text_classifier(task_model: nn.Module, protected_model: nn.Module, tok
                              "has_swap_term": gap.frame["swapped"].to_numpy(),
                              "p_hire": scores["aps"].probabilities[:, 1].numpy()})
     summary = {name: r.score for name, r in scores.items()} | {"counterfactual_gap": gap.score}
-    return SensitivityAudit(summary=summary, examples=examples)
+    return SensitivityAudit(summary=summary, examples=examples, task_model=task_model, protected_model=protected_model,
+                            tokenizer=tokenizer)
 
 
 def sensitivity_vs_degree(degrees: Sequence[float], *, n: int = 3000, explicit_rate: float = 0.7,
