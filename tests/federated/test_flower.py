@@ -7,6 +7,7 @@ Processes started here are torn down by PID (with their children), also when a t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -18,17 +19,20 @@ import time
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MessageType
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from trustml.federated.flower import DEFAULT_RUN_CONFIG, ActivityFedAvg, DeviceInfo, app_dir, resolve_config
+from trustml.federated.flower import (
+    DEFAULT_RUN_CONFIG, ActivityFedAvg, DeviceInfo, FewRepliesError, RequireReplies, RunConfig, app_dir,
+    check_dp_config, resolve_config, run_server,
+)
 from trustml.federated.flower.task import load_federated_task, selection_of, training_of
 from trustml.federated.selection import Selection, collapse, round_rng
-from trustml.federated.simulate import run_federated
+from trustml.federated.simulate import dp_epsilon, fixed_sample_epsilon, run_federated
 
 #: Parity tolerance: the Flower run and the in-process loop run the same float32 arithmetic; only the
 #: order of the weighted sum of the replies may differ (float32 rounding, ~1e-7 per round).
@@ -47,15 +51,111 @@ def test_unknown_run_config_key_is_an_error():
         resolve_config({"num-rounds": 3})
 
 
-@pytest.fixture
-def task_identity():
-    """Messages take their run id from the task running the ServerApp; outside a run, give it one."""
-    from flwr.supercore.task_identity import TaskIdentity
+@pytest.mark.parametrize("key, value, match", [
+    ("replace", "false", "'replace' must be true or false"),  # was bool("false") == True
+    ("num-server-rounds", 2.7, "'num-server-rounds' must be an integer"),  # was int(2.7) == 2
+    ("num-server-rounds", True, "'num-server-rounds' must be an integer"),
+    ("devices-per-round", 0, ">= 1"),
+    ("dp-noise-multiplier", -1.0, "'dp-noise-multiplier' must be a finite number >= 0"),  # was: DP silently off
+    ("dp-noise-multiplier", float("nan"), "'dp-noise-multiplier' must be a finite number >= 0"),
+    ("dp-clipping-norm", 0.0, "> 0"),
+    ("lr", float("inf"), "'lr' must be a finite number > 0"),
+    ("gamma", "1", "'gamma' must be a number"),
+    ("selection", "activty", "'selection' must be one of"),
+    ("server-optimizer", "adam", "'server-optimizer' must be one of"),
+    ("server-beta-1", 1.0, "< 1"),
+    ("fail-partitions", "1;2", "comma-separated partition ids"),
+])
+def test_run_config_is_parsed_strictly(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_config({key: value})
 
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+def test_run_config_is_resolved_once_into_a_frozen_dataclass():
+    config = resolve_config({"selection": "uniform", "replace": True, "aggregation": "mean", "local-epochs": 2,
+                             "server-optimizer": "fedadam", "server-lr": 0.05, "fail-partitions": " 3, 1"})
+    assert isinstance(config, RunConfig)
+    assert config.selection_rule == Selection("uniform", replace=True, aggregation="mean")
+    assert config.training.epochs == 2 and config.server_adam.eta == 0.05
+    assert config.fail_partitions == (1, 3) and config.required_replies == config.devices_per_round
+    assert resolve_config(config.to_dict()) == config and resolve_config(config) == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 1.0
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"selection": "activity"}, "selection='activity'"),
+    ({"selection": "uniform", "aggregation": "weighted"}, "aggregation='weighted'"),
+    ({"selection": "uniform", "aggregation": "mean", "replace": True}, "replace=True"),
+    ({"selection": "uniform", "aggregation": "mean", "min-replies": 1}, "min-replies=1"),
+    ({"selection": "uniform", "aggregation": "mean", "secagg": True}, "secagg"),
+])
+def test_flower_dp_refuses_unequal_weights_and_data_dependent_selection(override, match):
+    """Flower's noise σC/m assumes weights 1/m; n_k-weights (seen: 0.42/0.53/0.05) make the sensitivity C·max w_k.
+    The old ServerApp ran these silently with too little noise; now it refuses before any message is sent."""
+    config = resolve_config({"dp-noise-multiplier": 1.0, "devices-per-round": 3, **override})
+    with pytest.raises(ValueError, match=match):
+        run_server(grid=None, config=config)
+    check_dp_config(resolve_config({"dp-noise-multiplier": 1.0, "selection": "uniform", "aggregation": "mean"}))
+
+
+def test_fixed_sample_epsilon_counts_every_round_with_replace_one_sensitivity():
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    for _ in range(20):
+        accountant.step(noise_multiplier=0.75, sample_rate=1.0)  # σ/2: sensitivity 2C, no amplification
+    assert fixed_sample_epsilon(noise_multiplier=1.5, rounds=20, delta=1e-4) == pytest.approx(
+        accountant.get_epsilon(delta=1e-4), rel=1e-9)
+    poisson = dp_epsilon(noise_multiplier=1.5, devices_per_round=10, num_devices=1000, rounds=20, delta=1e-4)
+    assert fixed_sample_epsilon(noise_multiplier=1.5, rounds=20, delta=1e-4) > 10 * poisson
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="noise_multiplier"):
+            fixed_sample_epsilon(noise_multiplier=bad, rounds=20, delta=1e-4)
+
+
+def replies_for(requests, *, failing=(), missing=()):
+    """A successful reply (arrays + weight) for each request, an error reply for ``failing`` node ids, and no
+    reply at all for ``missing`` ones."""
+    from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
+
+    replies = []
+    for request in requests:
+        node = request.metadata.dst_node_id
+        if node in missing:
+            continue
+        if node in failing:
+            replies.append(Message(Error(code=0, reason="RuntimeError: device fails on purpose"), reply_to=request))
+            continue
+        weight = request.content["config"]["aggregation-weight"]
+        content = RecordDict({"arrays": ArrayRecord({"w": Array(np.full(3, float(node % 7), dtype=np.float32))}),
+                              "metrics": MetricRecord({"aggregation-weight": weight, "num-examples": 1})})
+        replies.append(Message(content, reply_to=request))
+    return replies
+
+
+def test_require_replies_records_failures_and_fails_the_round_below_the_minimum(task_identity):
+    strategy = ActivityFedAvg(devices_per_round=3, selection=Selection("uniform", aggregation="mean"), seed=2)
+    node_ids = [2**64 - 1 - 5 * i for i in range(4)]
+    strategy.devices = {node: DeviceInfo(partition_id=k, num_examples=10 + k) for k, node in enumerate(node_ids)}
+    guard = RequireReplies(strategy, min_replies=2, partition_of=strategy.partition_of)
+    arrays = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
+    requests = list(guard.configure_train(1, arrays, ConfigRecord({}), grid=None))
+    asked = [r.metadata.dst_node_id for r in requests]
+    arrays_out, _ = guard.aggregate_train(1, replies_for(requests, failing={asked[0]}))
+    record = guard.rounds[1]
+    assert record.asked == [strategy.partition_of(n) for n in asked]
+    assert record.trained == record.asked[1:] and list(record.failed) == record.asked[:1]
+    assert "fails on purpose" in record.failed[record.asked[0]]
+    np.testing.assert_allclose(arrays_out["w"].numpy(), np.mean([n % 7 for n in asked[1:]]), rtol=1e-6)
+
+    requests = list(guard.configure_train(2, arrays, ConfigRecord({}), grid=None))
+    asked = [r.metadata.dst_node_id for r in requests]
+    with pytest.raises(FewRepliesError, match=r"round 2: 1 of 3 selected devices replied, fewer than the 2 required"):
+        guard.aggregate_train(2, replies_for(requests, failing={asked[0]}, missing={asked[1]}))
+    assert "no reply within the timeout" in guard.rounds[2].failed[strategy.partition_of(asked[1])]
+    with pytest.raises(ValueError, match="min_replies"):
+        RequireReplies(strategy, min_replies=0)
 
 
 def test_configure_train_selects_like_the_in_process_loop_and_keeps_uint64_node_ids(task_identity):

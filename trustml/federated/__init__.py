@@ -10,11 +10,9 @@
   import ``trustml.federated.flower`` explicitly (it loads Flower).
 """
 
+import importlib
+
 from trustml.federated.aggregation import adam_server_step, noised_clipped_mean, weighted_average
-from trustml.federated.partition import (
-    PARTITIONERS, label_counts, make_partitioner, partition, partition_rows, plot_label_distributions,
-    sentence_embeddings, to_hf_dataset,
-)
 from trustml.federated.plans import DeviceDPPlan, FedAvgPlan, FedOptPlan, Plan, ServerAdam, make_plan
 from trustml.federated.selection import (
     Selection, aggregation_weights, round_rng, sample_devices, selection_probabilities, top_devices,
@@ -24,6 +22,21 @@ from trustml.federated.simulate import (
     DeviceDP, FederatedData, FLResult, FlatModel, LocalTraining, continual_data, dp_epsilon, embedding_model,
     local_update, run_continual, run_federated, train_centralized,
 )
+
+# The partitioners import Hugging Face ``datasets`` and flwr-datasets (seconds): loaded on first use, so that the
+# Flower ClientApp — a fresh process per message in a deployment — starts without them.
+_PARTITION_NAMES = ("PARTITIONERS", "label_counts", "make_partitioner", "partition", "partition_rows",
+                    "plot_label_distributions", "sentence_embeddings", "to_hf_dataset")
+
+
+def __getattr__(name: str) -> object:
+    if name in _PARTITION_NAMES:
+        module = importlib.import_module("trustml.federated.partition")
+        # Bind every name now; the function ``partition`` replaces the submodule the import just bound to it.
+        values = {key: getattr(module, key) for key in _PARTITION_NAMES}
+        globals().update(values)
+        return values[name]
+    raise AttributeError(f"module 'trustml.federated' has no attribute {name!r}")
 
 __all__ = [
     "PARTITIONERS", "DeviceDP", "DeviceDPPlan", "FLResult", "FedAvgPlan", "FedOptPlan", "FederatedData", "FlatModel",

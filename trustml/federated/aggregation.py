@@ -30,6 +30,8 @@ def _check_updates(params: torch.Tensor, updates: Sequence[torch.Tensor]) -> Non
 
 def weighted_average(updates: Sequence[torch.Tensor], weights: Sequence[float] | np.ndarray) -> torch.Tensor:
     """Σ_i a_i w^{(i)} for weights ``a`` that sum to 1 (FedAvg's aggregate of the returned models)."""
+    if not len(updates):
+        raise ValueError("updates must hold at least one device's model")
     a = np.asarray(weights, dtype=np.float64)
     if a.ndim != 1 or len(a) != len(updates) or len(a) == 0:
         raise ValueError(f"weights must be one number per update ({len(updates)}), got shape {a.shape}")

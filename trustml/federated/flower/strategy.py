@@ -162,6 +162,12 @@ class RoundReplies:
     failed: dict[int, str]
 
 
+def short_reason(reason: object) -> str:
+    """The last line of an error reply's reason (the exception message; the traceback stays in the logs)."""
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip().strip("'>")]
+    return lines[-1].rstrip("'>")[-300:] if lines else "error reply without a reason"
+
+
 class FewRepliesError(RuntimeError):
     """A round received fewer successful train replies than the run requires."""
 
@@ -198,7 +204,7 @@ class RequireReplies(Strategy):
         failed: dict[int, str] = {}
         for reply in replies:
             if reply.has_error():
-                failed[reply.metadata.src_node_id] = str(reply.error.reason)
+                failed[reply.metadata.src_node_id] = short_reason(reply.error.reason)
         answered = {reply.metadata.src_node_id for reply in replies}
         for node_id in asked:
             if node_id not in answered:
@@ -208,10 +214,9 @@ class RequireReplies(Strategy):
         self.rounds[server_round] = RoundReplies([name(n) for n in asked], [name(n) for n in trained],
                                                  {name(n): reason for n, reason in failed.items()})
         for node_id, reason in failed.items():
-            log(WARNING, "round %d: device %s failed to train: %s", server_round, name(node_id), reason.strip()[-300:])
+            log(WARNING, "round %d: device %s failed to train: %s", server_round, name(node_id), reason)
         if len(trained) < self.min_replies:
-            details = "; ".join(f"device {name(n)}: {r.strip().splitlines()[-1] if r.strip() else r}"
-                                for n, r in failed.items())
+            details = "; ".join(f"device {name(n)}: {r}" for n, r in failed.items())
             raise FewRepliesError(f"round {server_round}: {len(trained)} of {len(asked)} selected devices replied, "
                                   f"fewer than the {self.min_replies} required (min-replies); failures: {details}")
         # Flower's aggregation only sees the successful replies (its DP wrapper would skip the round otherwise).

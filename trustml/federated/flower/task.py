@@ -58,7 +58,7 @@ DEFAULT_RUN_CONFIG: dict[str, bool | int | float | str] = {
     "secagg-num-shares": 3,
     "secagg-threshold": 2,
     "secagg-clipping-range": 8.0,
-    "secagg-timeout": 30.0,
+    "secagg-timeout": 300.0,
     "fail-partitions": "",  # fault injection: comma-separated partition ids whose train raises (tests, demos)
     "result-path": "",  # where the ServerApp writes a JSON summary (empty: nowhere)
     "query-timeout": 120.0,
