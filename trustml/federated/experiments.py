@@ -17,11 +17,11 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from trustml.federated.partition import partition
-from trustml.federated.plans import ServerAdam
+from trustml.federated.plans import FedAvgPlan, ServerAdam
 from trustml.federated.selection import Selection
 from trustml.federated.simulate import (
     DeviceDP, FederatedData, LocalTraining, continual_data, dp_epsilon, embedding_model, run_continual,
-    run_federated, train_centralized,
+    run_federated, run_rounds, train_centralized,
 )
 
 
@@ -262,15 +262,19 @@ def device_outcomes(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def who_benefits(task, selections: Mapping[str, Selection], *, rounds: int, devices_per_round: int,
+def who_benefits(task, selections: Mapping[str, Selection], *, rounds: int | Sequence[int], devices_per_round: int,
                  seeds: Sequence[int], training: LocalTraining = LocalTraining(), continual: bool = False,
                  progress: bool = True) -> pd.DataFrame:
     """Per-device accuracy after training with each selection rule (``device_accuracy``).
 
-    ``continual=False``: ``rounds`` rounds on all data; ``continual=True``: the same total number of rounds spread
-    over the periods with old data deleted (``run_continual``). Columns: selection, seed, device_id, activity (n_k,
+    ``continual=False``: ``rounds`` rounds on all data — or, for a list of rounds, one run read off after each
+    (the later rounds continue the same run); ``continual=True``: ``rounds`` (one number) spread over the periods
+    with old data deleted (``run_continual``). Columns: selection, seed, rounds, device_id, activity (n_k,
     training utterances), accuracy.
     """
+    checkpoints = sorted({int(r) for r in ([rounds] if isinstance(rounds, (int, np.integer)) else rounds)})
+    if not checkpoints or checkpoints[0] < 1 or (continual and len(checkpoints) > 1):
+        raise ValueError(f"rounds must be an int >= 1 (or, static only, a list of them), got {rounds!r}")
     mix = intent_mix(task)
     data = device_data(task)
     activity = pd.Series(data.counts, index=data.device_ids)
@@ -279,23 +283,31 @@ def who_benefits(task, selections: Mapping[str, Selection], *, rounds: int, devi
     jobs = [(name, seed) for name in selections for seed in seeds]
     for name, seed in tqdm(jobs, desc="runs", disable=not progress):
         model = new_model(task, seed)
+        reached: list[tuple[int, torch.Tensor]] = []
         if periods is None:
-            params = run_federated(model, data, rounds=rounds, devices_per_round=devices_per_round,
-                                   selection=selections[name], training=training, seed=seed, eval_every=0,
-                                   progress=False).params
+            params, done = model.flatten(), 0
+            plan = FedAvgPlan(selections[name])
+            for checkpoint in checkpoints:
+                params = run_rounds(model, data, params, rounds=checkpoint - done, devices_per_round=devices_per_round,
+                                    plan=plan, training=training, seed=seed, first_round=done + 1).params
+                done = checkpoint
+                reached.append((checkpoint, params))
         else:
-            per_period = max(1, rounds // len(periods))
-            params = run_continual(model, periods, rounds_per_period=per_period, devices_per_round=devices_per_round,
-                                   selection=selections[name], training=training, seed=seed, progress=False).params
-        accuracy = device_accuracy(mix, per_class_accuracy(model, params, task.test, task.num_classes))
-        frames.append(pd.DataFrame({"selection": name, "seed": seed, "device_id": accuracy.index,
-                                    "activity": activity.reindex(accuracy.index, fill_value=0).to_numpy(),
-                                    "accuracy": accuracy.to_numpy()}))
+            per_period = max(1, checkpoints[0] // len(periods))
+            reached.append((checkpoints[0], run_continual(
+                model, periods, rounds_per_period=per_period, devices_per_round=devices_per_round,
+                selection=selections[name], training=training, seed=seed, progress=False).params))
+        for checkpoint, params in reached:
+            accuracy = device_accuracy(mix, per_class_accuracy(model, params, task.test, task.num_classes))
+            frames.append(pd.DataFrame({"selection": name, "seed": seed, "rounds": checkpoint,
+                                        "device_id": accuracy.index,
+                                        "activity": activity.reindex(accuracy.index, fill_value=0).to_numpy(),
+                                        "accuracy": accuracy.to_numpy()}))
     return pd.concat(frames, ignore_index=True)
 
 
 __all__ = [
-    "FEDNLP_METHODS", "Method", "accuracy_variance", "alpha_sweep", "centralized_accuracy", "continual_comparison", "device_accuracy",
-    "device_data", "device_outcomes", "dp_sweep", "intent_mix", "low_activity_accuracy", "new_model",
+    "FEDNLP_METHODS", "Method", "accuracy_variance", "alpha_sweep", "centralized_accuracy", "continual_comparison",
+    "device_accuracy", "device_data", "device_outcomes", "dp_sweep", "intent_mix", "low_activity_accuracy", "new_model",
     "per_class_accuracy", "period_tests", "seed_mean", "selection_curves", "who_benefits", "worst_decile_accuracy",
 ]
