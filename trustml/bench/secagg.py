@@ -40,8 +40,8 @@ def run(*, devices: int, rounds: int, drop: int, clipping_range: float) -> dict:
     base = {"n-devices": devices, "num-server-rounds": rounds, "devices-per-round": devices, "selection": "uniform",
             "aggregation": "mean", "secagg-clipping-range": clipping_range, "secagg-num-shares": 3,
             "secagg-threshold": 2}
-    dropout = {"fail-partitions": str(drop), "min-replies": devices - 1}
-    runs = {"plain": {}, "secagg": {"secagg": True}, "plain, one dropout": dropout,
+    dropout: dict[str, object] = {"fail-partitions": str(drop), "min-replies": devices - 1}
+    runs: dict[str, dict[str, object]] = {"plain": {}, "secagg": {"secagg": True}, "plain, one dropout": dropout,
             "secagg, one dropout": {"secagg": True, **dropout}}
     results: dict[str, dict] = {}
     with LoopbackFederation(devices) as federation:
