@@ -235,6 +235,22 @@ def test_a_failing_device_is_reported_and_too_few_replies_fail_the_run():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_flower_dp_run_adds_flowers_noise_and_reports_the_fixed_sample_epsilon():
+    """The accepted DP configuration runs through Flower's DifferentialPrivacyServerSideFixedClipping: equal weights
+    1/m, noise of std σC/m on the mean (seen in the change of the model), and the ε of a fixed-size sample."""
+    from trustml.federated.flower import run_flower_simulation
+
+    config = {"n-devices": 8, "num-server-rounds": 1, "devices-per-round": 4, "seed": 2, "selection": "uniform",
+              "aggregation": "mean", "lr": 1e-6, "dp-noise-multiplier": 2.0, "dp-clipping-norm": 0.5}
+    result = run_flower_simulation(config)
+    assert result.weights[1] == [0.25] * 4
+    change = result.final_params - result.initial_params  # lr ~0: the change is the noise
+    assert change.std().item() == pytest.approx(2.0 * 0.5 / 4, rel=0.05)
+    assert result.epsilon == pytest.approx(fixed_sample_epsilon(noise_multiplier=2.0, rounds=1, delta=1e-4))
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_secagg_in_the_simulation_engine_equals_the_plain_aggregate():
     """SecAgg+ (SecAggPlusWorkflow + secaggplus_mod) sums quantised masked updates: the model equals the plain
