@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from trustml.federated.plans import FedAvgPlan
 from trustml.federated.selection import Selection
 from trustml.federated.simulate import (
     DeviceDP,
@@ -148,9 +149,10 @@ def test_continual_run_continues_from_the_previous_model_and_skips_empty_devices
         for selected in result.selected[3 * t : 3 * t + 3]:
             assert np.all(data.counts[selected] > 0)
     # Period 1 starts from the global model after period 0 (it continues, it does not restart).
-    options = dict(rounds=3, devices_per_round=3, selection=Selection("activity"), training=LocalTraining(), seed=0)
-    after_0, _, _ = run_rounds(model, periods[0], model.flatten(), first_round=1, **options)
-    after_1, _, _ = run_rounds(model, periods[1], after_0, first_round=4, **options)
+    options = dict(rounds=3, devices_per_round=3, plan=FedAvgPlan(Selection("activity")), training=LocalTraining(),
+                   seed=0)
+    after_0 = run_rounds(model, periods[0], model.flatten(), first_round=1, **options).params
+    after_1 = run_rounds(model, periods[1], after_0, first_round=4, **options).params
     two = run_continual(model, periods[:2], rounds_per_period=3, devices_per_round=3, selection=Selection("activity"),
                         progress=False)
     torch.testing.assert_close(two.params, after_1, atol=0, rtol=0)

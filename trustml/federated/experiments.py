@@ -17,10 +17,11 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from trustml.federated.partition import partition
+from trustml.federated.plans import FedAvgPlan, ServerAdam
 from trustml.federated.selection import Selection
 from trustml.federated.simulate import (
     DeviceDP, FederatedData, LocalTraining, continual_data, dp_epsilon, embedding_model, run_continual,
-    run_federated, train_centralized,
+    run_federated, run_rounds, train_centralized,
 )
 
 
@@ -78,24 +79,43 @@ def selection_curves(task, selections: Mapping[str, Selection], *, rounds: int, 
     return pd.concat(frames, ignore_index=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A federated optimisation method as FedNLP compares them: FedAvg (``mu = 0``, no server optimiser), FedProx
+    (``mu > 0``: the local proximal term) and FedOpt (``server_optimizer``: FedAdam's server step)."""
+
+    mu: float = 0.0
+    server_optimizer: ServerAdam | None = None
+
+
+FEDNLP_METHODS: dict[str, Method] = {
+    "FedAvg": Method(),
+    "FedProx μ = 0.1": Method(mu=0.1),
+    "FedOpt (FedAdam)": Method(server_optimizer=ServerAdam()),  # Flower's FedAdam defaults: η = 0.1, τ = 1e-3
+}
+
+
 def alpha_sweep(task, *, alphas: Sequence[float], num_partitions: int, rounds: int, devices_per_round: int,
                 seeds: Sequence[int], training: LocalTraining = LocalTraining(), eval_every: int = 5,
-                mus: Sequence[float] = (0.0,), partition_seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """FedAvg (and FedProx for μ > 0) on FedNLP label-skew partitions ``Dir(α·p)`` for each α.
+                methods: Mapping[str, Method] | None = None, partition_seed: int = 0,
+                progress: bool = True) -> pd.DataFrame:
+    """Each method (default: FedAvg only) on FedNLP label-skew partitions ``Dir(α·p)`` for each α.
 
-    Columns: alpha, mu, seed, round, accuracy, loss, samples.
+    Columns: alpha, method, seed, round, accuracy, loss, samples.
     """
+    methods = {"FedAvg": Method()} if methods is None else methods
     frames = []
     for alpha in tqdm(alphas, desc="α", disable=not progress):
         _, rows = partition(task.train_frame, "label_skew", num_partitions=num_partitions, alpha=alpha,
                             seed=partition_seed)
         data = FederatedData.from_partitions(task.train, rows)
-        for mu in mus:
+        for name, method in methods.items():
             for seed in seeds:
                 result = run_federated(new_model(task, seed), data, rounds=rounds, devices_per_round=devices_per_round,
-                                       training=dataclasses.replace(training, mu=mu), test=task.test,
-                                       eval_every=eval_every, seed=seed, progress=False)
-                frames.append(result.history.assign(alpha=alpha, mu=mu, seed=seed))
+                                       training=dataclasses.replace(training, mu=method.mu), test=task.test,
+                                       server_optimizer=method.server_optimizer, eval_every=eval_every, seed=seed,
+                                       progress=False)
+                frames.append(result.history.assign(alpha=alpha, method=name, seed=seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -156,7 +176,138 @@ def dp_sweep(task, *, noise_multipliers: Sequence[float], devices_per_round: Seq
     return pd.concat(frames, ignore_index=True)
 
 
+# ----------------------------------------------------------------------------- who benefits (per device)
+
+
+def intent_mix(task) -> pd.DataFrame:
+    """Each device's intent distribution (devices × classes, rows sum to 1) over all its utterances, train and test.
+
+    Light devices have one or two test utterances, too few to measure their accuracy directly; their intent mix is
+    what they ask for, and ``device_accuracy`` weighs the model's per-intent accuracy by it.
+    """
+    frames = [task.train_frame[["device_id", "label"]], task.test_frame[["device_id", "label"]]]
+    both = pd.concat(frames, ignore_index=True)
+    counts = pd.crosstab(both["device_id"], both["label"]).reindex(columns=range(task.num_classes), fill_value=0)
+    return counts.div(counts.sum(axis=1), axis=0)
+
+
+def per_class_accuracy(model, params: torch.Tensor, test: TensorDataset, num_classes: int) -> np.ndarray:
+    """Accuracy on the test utterances of each class (NaN for a class without test utterances)."""
+    with torch.no_grad():
+        predicted = model.forward(params, test.tensors[0]).argmax(-1).numpy()
+    labels = test.tensors[1].numpy()
+    correct = np.bincount(labels, weights=(predicted == labels).astype(float), minlength=num_classes)
+    total = np.bincount(labels, minlength=num_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, correct / np.maximum(total, 1), np.nan)
+
+
+def device_accuracy(mix: pd.DataFrame, class_accuracy: np.ndarray) -> pd.Series:
+    """a_k = Σ_c π_k(c) · acc(c): the expected accuracy on an utterance drawn from device k's intent mix π_k.
+
+    Classes without test utterances (acc NaN) are left out and each device's remaining mix renormalised; a device
+    whose every intent lacks test utterances gets NaN.
+    """
+    defined = ~np.isnan(class_accuracy)
+    weights = mix.to_numpy()[:, defined]
+    mass = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(mass > 0, weights @ class_accuracy[defined] / np.where(mass > 0, mass, 1), np.nan)
+    return pd.Series(values, index=mix.index, name="accuracy")
+
+
+def _devices_accuracy(values) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"accuracy must be a non-empty 1-D sequence (one value per device), got shape {a.shape}")
+    if np.any(np.isnan(a)) or np.any((a < 0) | (a > 1)):
+        raise ValueError("accuracy must hold values in [0, 1] without NaN (drop devices without an accuracy first)")
+    return a
+
+
+def worst_decile_accuracy(accuracy, *, fraction: float = 0.1) -> float:
+    """Mean accuracy of the worst ``fraction`` of devices (at least one): the tail a fair federation should lift
+    (q-FFL's "worst 10 %" accuracy, Li et al., ICLR 2020, "Fair Resource Allocation in Federated Learning")."""
+    a = np.sort(_devices_accuracy(accuracy))
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return float(a[: max(1, int(np.floor(fraction * len(a))))].mean())
+
+
+def accuracy_variance(accuracy) -> float:
+    """Var_k(a_k), the variance of accuracy across devices: q-FFL's uniformity measure (lower is fairer)."""
+    return float(np.var(_devices_accuracy(accuracy)))
+
+
+def low_activity_accuracy(accuracy, activity, *, quantile: float = 0.25) -> float:
+    """Mean accuracy of the devices whose activity n_k is at or below its ``quantile`` (the light users)."""
+    a = _devices_accuracy(accuracy)
+    n = np.asarray(activity, dtype=np.float64)
+    if n.shape != a.shape:
+        raise ValueError(f"activity has shape {n.shape}, accuracy {a.shape}: one activity per device")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    return float(a[n <= np.quantile(n, quantile)].mean())
+
+
+def device_outcomes(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by`` (e.g. selection, seed): mean accuracy over devices (each device counts once), the
+    worst-decile accuracy, the variance across devices and the light devices' (lowest activity quartile) accuracy."""
+    rows = []
+    for key, group in table.dropna(subset=["accuracy"]).groupby(list(by)):
+        a, n = group["accuracy"].to_numpy(), group["activity"].to_numpy()
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                     "mean accuracy": float(a.mean()), "worst-decile accuracy": worst_decile_accuracy(a),
+                     "variance": accuracy_variance(a), "light devices' accuracy": low_activity_accuracy(a, n)})
+    return pd.DataFrame(rows)
+
+
+def who_benefits(task, selections: Mapping[str, Selection], *, rounds: int | Sequence[int], devices_per_round: int,
+                 seeds: Sequence[int], training: LocalTraining = LocalTraining(), continual: bool = False,
+                 progress: bool = True) -> pd.DataFrame:
+    """Per-device accuracy after training with each selection rule (``device_accuracy``).
+
+    ``continual=False``: ``rounds`` rounds on all data — or, for a list of rounds, one run read off after each
+    (the later rounds continue the same run); ``continual=True``: ``rounds`` (one number) spread over the periods
+    with old data deleted (``run_continual``). Columns: selection, seed, rounds, device_id, activity (n_k,
+    training utterances), accuracy.
+    """
+    checkpoints = sorted({int(r) for r in ([rounds] if isinstance(rounds, (int, np.integer)) else rounds)})
+    if not checkpoints or checkpoints[0] < 1 or (continual and len(checkpoints) > 1):
+        raise ValueError(f"rounds must be an int >= 1 (or, static only, a list of them), got {rounds!r}")
+    mix = intent_mix(task)
+    data = device_data(task)
+    activity = pd.Series(data.counts, index=data.device_ids)
+    periods = continual_data(task.train, task.train_frame) if continual else None
+    frames = []
+    jobs = [(name, seed) for name in selections for seed in seeds]
+    for name, seed in tqdm(jobs, desc="runs", disable=not progress):
+        model = new_model(task, seed)
+        reached: list[tuple[int, torch.Tensor]] = []
+        if periods is None:
+            params, done = model.flatten(), 0
+            plan = FedAvgPlan(selections[name])
+            for checkpoint in checkpoints:
+                params = run_rounds(model, data, params, rounds=checkpoint - done, devices_per_round=devices_per_round,
+                                    plan=plan, training=training, seed=seed, first_round=done + 1).params
+                done = checkpoint
+                reached.append((checkpoint, params))
+        else:
+            per_period = max(1, checkpoints[0] // len(periods))
+            reached.append((checkpoints[0], run_continual(
+                model, periods, rounds_per_period=per_period, devices_per_round=devices_per_round,
+                selection=selections[name], training=training, seed=seed, progress=False).params))
+        for checkpoint, params in reached:
+            accuracy = device_accuracy(mix, per_class_accuracy(model, params, task.test, task.num_classes))
+            frames.append(pd.DataFrame({"selection": name, "seed": seed, "rounds": checkpoint,
+                                        "device_id": accuracy.index,
+                                        "activity": activity.reindex(accuracy.index, fill_value=0).to_numpy(),
+                                        "accuracy": accuracy.to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
 __all__ = [
-    "alpha_sweep", "centralized_accuracy", "continual_comparison", "device_data", "dp_sweep", "new_model",
-    "period_tests", "seed_mean", "selection_curves",
+    "FEDNLP_METHODS", "Method", "accuracy_variance", "alpha_sweep", "centralized_accuracy", "continual_comparison",
+    "device_accuracy", "device_data", "device_outcomes", "dp_sweep", "intent_mix", "low_activity_accuracy", "new_model",
+    "per_class_accuracy", "period_tests", "seed_mean", "selection_curves", "who_benefits", "worst_decile_accuracy",
 ]

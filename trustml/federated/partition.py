@@ -114,7 +114,7 @@ def partition_rows(partitioner: Partitioner) -> list[np.ndarray]:
 
 def label_counts(partitioner: Partitioner, *, label: str = "label") -> pd.DataFrame:
     """A (partition × label) table of counts."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for i in range(partitioner.num_partitions):
         values, counts = np.unique(np.asarray(partitioner.load_partition(i)[label]), return_counts=True)
         rows.extend({"partition": i, label: v, "count": c} for v, c in zip(values.tolist(), counts.tolist()))
@@ -279,7 +279,8 @@ class HeavyTailedPartitioner(Partitioner):
             self._inner = SizePartitioner(partition_sizes=sizes.tolist())
             self._inner.dataset = value.shuffle(seed=self._seed)
         else:
-            self._inner = LabelSkewPartitioner(self._num, alpha=self._alpha, seed=self._seed, partition_sizes=sizes)
+            self._inner = LabelSkewPartitioner(self._num, alpha=self._alpha, seed=self._seed,
+                                               partition_sizes=sizes.tolist())
             self._inner.dataset = value
         Partitioner.dataset.fset(self, value)
 
@@ -288,6 +289,8 @@ class HeavyTailedPartitioner(Partitioner):
         return self._num
 
     def load_partition(self, partition_id: int) -> datasets.Dataset:
+        if self._inner is None:
+            raise RuntimeError("assign the partitioner's dataset before loading a partition")
         return self._inner.load_partition(partition_id)
 
 

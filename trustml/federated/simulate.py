@@ -1,16 +1,14 @@
 """A fast in-process federated learning loop (no Ray, no messages) for notebooks and widgets.
 
-One round of FedAvg (McMahan et al. 2017) — or FedProx (Li et al. 2020, local loss + μ/2‖w − w_t‖²):
+One round (``run_rounds``), the same for every method:
 
-1. select ``m`` devices with a ``Selection`` (uniform, activity ∝ n^γ, top-m; see ``selection``);
-2. each selected device k runs local SGD from the global weights ``w_t`` on its own data only;
-3. the server averages: ``w_{t+1} = Σ_i a_i w^{(i)}`` with the selection's aggregation weights.
-
-Optionally with device-level differential privacy (DP-FedAvg, McMahan et al. 2018): devices are
-Poisson-sampled with rate q, each update ``Δ_k = w^{(k)} − w_t`` is clipped to norm C, and
-``w_{t+1} = w_t + (Σ_k clip(Δ_k) + N(0, σ²C²)) / (qK)`` — the clipping and the noise scale are
-Flower's (``flwr.supercore.differential_privacy``, checked in the tests); ε comes from Opacus' RDP
-accountant through ``trustml.privacy.accounting``.
+1. the **plan** samples devices (``trustml.federated.plans``: a ``Selection`` — uniform, ∝ n^γ, top-m —
+   or DP-FedAvg's Poisson sampling);
+2. each sampled device k runs local SGD from the global weights ``w_t`` on its own data only (FedAvg;
+   FedProx with ``LocalTraining(mu > 0)``: local loss + μ/2‖w − w_t‖²);
+3. the plan aggregates: FedAvg's ``Σ_i a_i w^{(i)}``; DP-FedAvg's ``w_t + (Σ_k clip(Δ_k) + N(0, σ²C²)) / (qK)``
+   (McMahan et al. 2018; clipping and noise scale as Flower's, checked in the tests; ε from Opacus' RDP
+   accountant); FedOpt's server Adam step on ``w̄ − w_t`` (Reddi et al. 2021; as Flower's ``FedAdam``).
 
 **Continual** FL (``run_continual``): time periods t = 1..T; in period t every device holds only the
 data it produced in t (older data is deleted), training starts from the previous period's global
@@ -26,7 +24,9 @@ ClientApp calls the same ``local_update``, so both paths train identically (the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,9 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from trustml.federated.selection import Selection, check_devices_per_round, collapse, round_rng
+from trustml.federated.aggregation import clip_update
+from trustml.federated.plans import DeviceDP, Plan, ServerAdam, make_plan
+from trustml.federated.selection import Selection, round_rng
 from trustml.models import EmbeddingClassifier, fit
 from trustml.threads import limit_threads
 
@@ -83,7 +85,7 @@ class FederatedData:
 
     @classmethod
     def from_partitions(cls, dataset: TensorDataset, rows: Sequence[np.ndarray],
-                        device_ids: Sequence | None = None) -> FederatedData:
+                        device_ids: Sequence | np.ndarray | None = None) -> FederatedData:
         """One device per entry of ``rows`` (row indices into ``dataset``, e.g. from ``partition_rows``)."""
         rows = [np.asarray(r, dtype=np.int64) for r in rows]
         if not rows:
@@ -103,16 +105,16 @@ class FederatedData:
         optional boolean row mask (e.g. one time period).
         """
         values = frame[column].to_numpy()
-        ids = np.unique(values) if ids is None else np.asarray(ids)
+        device_ids = np.unique(values) if ids is None else np.asarray(ids)
         mask = np.ones(len(values), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
-        position = pd.Index(ids).get_indexer(values)
+        position = pd.Index(device_ids).get_indexer(values)
         if np.any(position[mask] < 0):
             raise ValueError(f"frame[{column!r}] has values outside ids")
         selected = np.flatnonzero(mask)
         selected = selected[np.argsort(position[selected], kind="stable")]
-        counts = np.bincount(position[selected], minlength=len(ids))
+        counts = np.bincount(position[selected], minlength=len(device_ids))
         rows = np.split(selected, np.cumsum(counts)[:-1])
-        return cls.from_partitions(dataset, rows, device_ids=ids)
+        return cls.from_partitions(dataset, rows, device_ids=device_ids)
 
 
 def continual_data(dataset: TensorDataset, frame: pd.DataFrame, *, period: str = "period", column: str = "device_id",
@@ -142,7 +144,8 @@ class FlatModel:
         self.shapes = [p.shape for _, p in module.named_parameters()]
         self.sizes = [p.numel() for _, p in module.named_parameters()]
         self._fused = isinstance(module, EmbeddingClassifier) and module.dropout.p == 0.0
-        self._padding_idx = module.embedding.padding_idx if self._fused else None
+        embedding = module.embedding if isinstance(module, EmbeddingClassifier) else None
+        self._padding_idx: int | None = None if embedding is None else embedding.padding_idx
 
     @property
     def num_parameters(self) -> int:
@@ -173,7 +176,7 @@ class FlatModel:
     def evaluate(self, params: torch.Tensor, dataset: TensorDataset, *, batch_size: int = 8192) -> dict[str, float]:
         """Accuracy and mean cross-entropy of ``params`` on ``dataset``."""
         inputs, labels = dataset.tensors[0], dataset.tensors[1]
-        correct, loss = 0, 0.0
+        correct, loss = 0.0, 0.0
         for a in range(0, len(labels), batch_size):
             logits = self.forward(params, inputs[a : a + batch_size])
             correct += (logits.argmax(-1) == labels[a : a + batch_size]).sum().item()
@@ -251,33 +254,33 @@ def local_update(model: FlatModel, params: torch.Tensor, inputs: torch.Tensor, l
 # ------------------------------------------------------------------------------------------ DP
 
 
-@dataclasses.dataclass(frozen=True)
-class DeviceDP:
-    """Device-level DP for FedAvg: clip each update to ``max_grad_norm`` (C) and add N(0, σ²C²) to the sum."""
-
-    noise_multiplier: float
-    max_grad_norm: float
-
-    def __post_init__(self) -> None:
-        if not self.noise_multiplier >= 0:
-            raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-
-
-def clip_update(update: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
-    """Δ · min(1, C/‖Δ‖₂) — as Flower's ``compute_clip_model_update``."""
-    norm = torch.linalg.vector_norm(update).item()
-    return update * min(1.0, max_grad_norm / norm) if norm > 0 else update
-
-
 def dp_epsilon(*, noise_multiplier: float, devices_per_round: int, num_devices: int, rounds: int,
                delta: float) -> float:
-    """ε of DP-FedAvg after ``rounds`` rounds with device sampling rate q = m/K (Opacus RDP accountant)."""
+    """ε of DP-FedAvg after ``rounds`` rounds with Poisson device sampling, rate q = m/K (Opacus RDP accountant)."""
     from trustml.privacy.accounting import get_epsilon
 
     return get_epsilon(noise_multiplier=noise_multiplier, sample_rate=devices_per_round / num_devices,
                        steps=rounds, delta=delta, accountant="rdp")
+
+
+def fixed_sample_epsilon(*, noise_multiplier: float, rounds: int, delta: float) -> float:
+    """ε of ``rounds`` rounds of DP-FedAvg that sample a **fixed number** m of devices (Flower's
+    ``DifferentialPrivacyServerSideFixedClipping`` with equal weights 1/m and noise σC/m on the mean), counted
+    without amplification by sampling: the device may be in every round.
+
+    With a fixed-size sample, a device that leaves frees its slot for another device, so neighbouring
+    federations differ by a *replacement*: the clipped sum moves by up to 2C (two updates of norm C pointing
+    apart), and the noise σC is σ/2 times that sensitivity. Each round is then a Gaussian mechanism with noise
+    multiplier σ/2, composed ``rounds`` times (Opacus' RDP accountant with sample rate 1: no amplification).
+    Flower's own no-amplification accountant composes σ instead (add/remove with sensitivity C: a departed
+    device's slot left empty), which is not what a fixed-size sample does.
+    """
+    from trustml.privacy.accounting import get_epsilon
+
+    if isinstance(noise_multiplier, bool) or not math.isfinite(noise_multiplier) or not noise_multiplier > 0:
+        raise ValueError(f"noise_multiplier must be a finite number > 0, got {noise_multiplier}")
+    return get_epsilon(noise_multiplier=noise_multiplier / 2, sample_rate=1.0, steps=rounds, delta=delta,
+                       accountant="rdp")
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -297,104 +300,99 @@ class FLResult:
         return float(self.history["accuracy"].iloc[-1])
 
 
-def _aggregate(global_params: torch.Tensor, updates: list[torch.Tensor], weights: np.ndarray) -> torch.Tensor:
-    aggregated = torch.zeros_like(global_params)
-    for params, weight in zip(updates, weights):
-        aggregated += params * float(weight)
-    return aggregated
+@dataclasses.dataclass
+class Rounds:
+    """What ``run_rounds`` returns: the final parameters, per-round devices and weights, and the plan's state
+    (the server optimiser's moments) to continue from."""
+
+    params: torch.Tensor
+    selected: list[np.ndarray]
+    weights: list[np.ndarray]
+    state: Any = None
 
 
 def run_rounds(model: FlatModel, data: FederatedData, params: torch.Tensor, *, rounds: int, devices_per_round: int,
-               selection: Selection, training: LocalTraining, seed: int, first_round: int = 1,
-               dp: DeviceDP | None = None, test: TensorDataset | None = None, eval_every: int = 0,
+               plan: Plan, training: LocalTraining, seed: int, first_round: int = 1, state: Any = None,
+               test: TensorDataset | None = None, eval_every: int = 0,
                on_eval: Callable[[int, dict], None] | None = None, progress: bool | str = False,
-               threads: int | None = 1) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
-    """``rounds`` FL rounds on ``data`` from ``params``; returns the final params, selections and weights.
+               threads: int | None = 1) -> Rounds:
+    """``rounds`` FL rounds of ``plan`` on ``data`` from ``params`` (and the plan's ``state``).
 
+    Each round: the plan samples devices, each trains locally (``local_update``), the plan aggregates.
     ``threads``: torch intra-op threads during the loop (default 1: its tensors are tiny; ``trustml.threads``)."""
-    with limit_threads(threads):
-        return _run_rounds(model, data, params, rounds=rounds, devices_per_round=devices_per_round,
-                           selection=selection, training=training, seed=seed, first_round=first_round, dp=dp,
-                           test=test, eval_every=eval_every, on_eval=on_eval, progress=progress)
-
-
-def _run_rounds(model, data, params, *, rounds, devices_per_round, selection, training, seed, first_round, dp, test,
-                eval_every, on_eval, progress):
     counts = data.counts
-    if dp is None:
-        check_devices_per_round(devices_per_round, int(np.count_nonzero(counts)), replace=selection.replace)
-    else:
-        if selection.scheme != "uniform":
-            raise ValueError("dp: device-level DP accounting needs uniform (Poisson) device sampling; "
-                             f"got selection scheme {selection.scheme!r}")
-        check_devices_per_round(devices_per_round, data.num_devices, replace=False)
+    plan.check(counts, devices_per_round)
     selected_log, weight_log = [], []
     bar = tqdm(range(first_round, first_round + rounds), desc=progress if isinstance(progress, str) else "rounds",
                disable=not progress, leave=False)
-    for server_round in bar:
-        rng = round_rng(seed, server_round)
-        if dp is None:
-            selected = selection.select(counts, devices_per_round, rng)
-            devices, weights = collapse(selected, selection.weights(selected, counts))
-        else:  # Poisson sampling with rate q = m/K; devices without data contribute a zero update
-            q = devices_per_round / data.num_devices
-            devices = np.flatnonzero(rng.random(data.num_devices) < q)
-            weights = np.full(len(devices), 1.0 / (q * data.num_devices))
-        updates = []
-        for k in devices:
-            x, y = data.device(int(k))
-            if dp is not None and len(y) == 0:
-                updates.append(params)
-                continue
-            new, _ = local_update(model, params, x, y, training=training, seed=device_seed(seed, server_round, k))
-            updates.append(new)
-        if dp is None:
-            params = _aggregate(params, updates, weights)
-        else:
-            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            total = torch.zeros_like(params)
-            for new in updates:
-                total += clip_update(new - params, dp.max_grad_norm)
-            noise = torch.normal(0.0, dp.noise_multiplier * dp.max_grad_norm, params.shape, generator=generator)
-            params = params + (total + noise) / (q * data.num_devices)
-        selected_log.append(np.asarray(devices))
-        weight_log.append(np.asarray(weights))
-        if test is not None and eval_every and (server_round - first_round + 1) % eval_every == 0 and on_eval:
-            on_eval(server_round, model.evaluate(params, test))
-    return params, selected_log, weight_log
+    with limit_threads(threads):
+        for server_round in bar:
+            rng = round_rng(seed, server_round)
+            devices, weights = plan.sample(counts, devices_per_round, rng)
+            models = []
+            for k in devices:
+                x, y = data.device(int(k))
+                if len(y) == 0:  # only DP's Poisson sampling draws such a device: it returns a zero update
+                    models.append(params)
+                    continue
+                new, _ = local_update(model, params, x, y, training=training,
+                                      seed=device_seed(seed, server_round, int(k)))
+                models.append(new)
+            params, state = plan.aggregate(params, models, weights, server_round=server_round,
+                                           devices_per_round=devices_per_round, rng=rng, state=state)
+            selected_log.append(np.asarray(devices))
+            weight_log.append(np.asarray(weights))
+            if test is not None and eval_every and (server_round - first_round + 1) % eval_every == 0 and on_eval:
+                on_eval(server_round, model.evaluate(params, test))
+    return Rounds(params, selected_log, weight_log, state)
 
 
 def run_federated(model: FlatModel, data: FederatedData, *, rounds: int, devices_per_round: int,
                   selection: Selection = Selection("uniform"), training: LocalTraining = LocalTraining(),
                   test: TensorDataset | None = None, eval_every: int = 1, seed: int = 0,
-                  params: torch.Tensor | None = None, dp: DeviceDP | None = None, progress: bool = True) -> FLResult:
+                  params: torch.Tensor | None = None, dp: DeviceDP | None = None,
+                  server_optimizer: ServerAdam | None = None, plan: Plan | None = None,
+                  progress: bool = True) -> FLResult:
     """FedAvg/FedProx for ``rounds`` rounds with ``devices_per_round`` devices chosen by ``selection``.
+
+    ``dp`` wraps it in DP-FedAvg, ``server_optimizer`` in FedOpt (``make_plan``); or pass a ``plan`` directly
+    (then ``selection``, ``dp`` and ``server_optimizer`` must be left at their defaults).
 
     ``history`` has one row per evaluation (every ``eval_every`` rounds, and round 0): round, accuracy,
     loss and the cumulative number of local samples processed.
     """
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an int >= 1, got {rounds}")
+    plan = _resolve_plan(plan, selection, dp, server_optimizer)
     params = model.flatten() if params is None else params.detach().clone()
     rows = []
     if test is not None:
         rows.append({"round": 0, **model.evaluate(params, test)})
-    params, selected, weights = run_rounds(
-        model, data, params, rounds=rounds, devices_per_round=devices_per_round, selection=selection,
-        training=training, seed=seed, dp=dp, test=test, eval_every=eval_every,
-        on_eval=lambda r, metrics: rows.append({"round": r, **metrics}), progress=progress)
+    done = run_rounds(model, data, params, rounds=rounds, devices_per_round=devices_per_round, plan=plan,
+                      training=training, seed=seed, test=test, eval_every=eval_every,
+                      on_eval=lambda r, metrics: rows.append({"round": r, **metrics}), progress=progress)
     history = pd.DataFrame(rows)
     if len(history):
-        seen = np.cumsum([0] + [int(data.counts[s].sum()) for s in selected])
+        seen = np.cumsum([0] + [int(data.counts[s].sum()) for s in done.selected])
         history["samples"] = seen[history["round"].to_numpy()]
-    return FLResult(params, history, selected, weights)
+    return FLResult(done.params, history, done.selected, done.weights)
+
+
+def _resolve_plan(plan: Plan | None, selection: Selection, dp: DeviceDP | None,
+                  server_optimizer: ServerAdam | None) -> Plan:
+    if plan is None:
+        return make_plan(selection, dp=dp, server_optimizer=server_optimizer)
+    if selection != Selection("uniform") or dp is not None or server_optimizer is not None:
+        raise ValueError("pass either plan or selection/dp/server_optimizer, not both")
+    return plan
 
 
 def run_continual(model: FlatModel, periods: Sequence[FederatedData], *, rounds_per_period: int,
                   devices_per_round: int, selection: Selection = Selection("uniform"),
                   training: LocalTraining = LocalTraining(),
                   tests: Sequence[TensorDataset] | TensorDataset | None = None, seed: int = 0,
-                  params: torch.Tensor | None = None, progress: bool = True) -> FLResult:
+                  params: torch.Tensor | None = None, server_optimizer: ServerAdam | None = None,
+                  plan: Plan | None = None, progress: bool = True) -> FLResult:
     """Continual FL: ``rounds_per_period`` rounds on each period's data in turn, each period starting from
     the previous global model. ``tests`` is one test set per period (or one for all); the history has one
     row per period (evaluated at its end)."""
@@ -406,17 +404,19 @@ def run_continual(model: FlatModel, periods: Sequence[FederatedData], *, rounds_
         tests = [tests] * len(periods)
     if tests is not None and len(tests) != len(periods):
         raise ValueError(f"tests has {len(tests)} entries, periods {len(periods)}")
+    plan = _resolve_plan(plan, selection, None, server_optimizer)
     params = model.flatten() if params is None else params.detach().clone()
-    rows, selected, weights = [], [], []
+    rows, selected, weights, state = [], [], [], None
     for t, data in enumerate(tqdm(periods, desc="periods", disable=not progress, leave=False)):
-        params, s, w = run_rounds(model, data, params, rounds=rounds_per_period, devices_per_round=devices_per_round,
-                                  selection=selection, training=training, seed=seed,
-                                  first_round=1 + t * rounds_per_period)
-        selected += s
-        weights += w
+        done = run_rounds(model, data, params, rounds=rounds_per_period, devices_per_round=devices_per_round,
+                          plan=plan, training=training, seed=seed, first_round=1 + t * rounds_per_period,
+                          state=state)  # the server (and its optimiser's moments) carries on across periods
+        params, state = done.params, done.state
+        selected += done.selected
+        weights += done.weights
         if tests is not None:
             rows.append({"period": t, "round": (t + 1) * rounds_per_period, **model.evaluate(params, tests[t]),
-                         "samples": int(sum(data.counts[x].sum() for x in s))})
+                         "samples": int(sum(data.counts[x].sum() for x in done.selected))})
     return FLResult(params, pd.DataFrame(rows), selected, weights)
 
 
@@ -432,7 +432,7 @@ def train_centralized(model: FlatModel, dataset: TensorDataset, *, epochs: int,
 
 
 __all__ = [
-    "DeviceDP", "FLResult", "FederatedData", "FlatModel", "LocalTraining", "clip_update", "continual_data",
-    "device_seed", "dp_epsilon", "embedding_model", "local_update", "run_continual", "run_federated",
-    "run_rounds", "train_centralized",
+    "DeviceDP", "FLResult", "FederatedData", "FlatModel", "LocalTraining", "Rounds", "ServerAdam", "clip_update",
+    "continual_data", "device_seed", "dp_epsilon", "embedding_model", "fixed_sample_epsilon", "local_update",
+    "run_continual", "run_federated", "run_rounds", "train_centralized",
 ]
