@@ -6,9 +6,12 @@
 """
 
 from trustml.privacy.accounting import (
-    ACCOUNTANTS, epsilon_curve, epsilon_of_history, get_epsilon, get_noise_multiplier, noise_schedule, steps_per_epoch,
+    ACCOUNTANTS, PRVFallbackWarning, epsilon_curve, epsilon_of_history, get_epsilon, get_noise_multiplier,
+    noise_schedule, steps_per_epoch,
 )
-from trustml.privacy.dpsgd import DPSGD, SENSITIVITY, PoissonSamplingRequired, PrivateTraining, train_private
+from trustml.privacy.dpsgd import (
+    DPSGD, SENSITIVITY, PoissonSamplingRequired, PrivacyBudgetExceeded, PrivateTraining, train_private,
+)
 from trustml.privacy.engine import ClippingEngine, ClipStats, UnsupportedLayerError, layer_bounds
 from trustml.privacy.mechanisms import (
     classic_gaussian_noise_multiplier, gaussian_delta, gaussian_epsilon, gaussian_mechanism, max_advantage,
@@ -19,10 +22,10 @@ from trustml.privacy.rules import RULES, LayerRule, register_rule, supported_lay
 from trustml.privacy.sampling import PoissonBatches
 
 __all__ = [
-    "ACCOUNTANTS", "DPSGD", "RULES", "SENSITIVITY", "ClipStats", "ClippingEngine", "LayerRule", "PoissonBatches",
-    "PoissonSamplingRequired", "PrivateTraining", "UnsupportedLayerError", "classic_gaussian_noise_multiplier",
-    "epsilon_curve", "epsilon_of_history", "gaussian_delta", "gaussian_epsilon", "gaussian_mechanism",
-    "get_epsilon", "get_noise_multiplier", "layer_bounds", "max_advantage", "naive_clipped_sum", "noise_schedule",
-    "per_example_gradient_memory", "privacy_loss", "register_rule", "steps_per_epoch", "supported_layers",
-    "tpr_bound", "train_private",
+    "ACCOUNTANTS", "DPSGD", "RULES", "SENSITIVITY", "ClipStats", "ClippingEngine", "LayerRule", "PRVFallbackWarning",
+    "PoissonBatches", "PoissonSamplingRequired", "PrivacyBudgetExceeded", "PrivateTraining", "UnsupportedLayerError",
+    "classic_gaussian_noise_multiplier", "epsilon_curve", "epsilon_of_history", "gaussian_delta", "gaussian_epsilon",
+    "gaussian_mechanism", "get_epsilon", "get_noise_multiplier", "layer_bounds", "max_advantage", "naive_clipped_sum",
+    "noise_schedule", "per_example_gradient_memory", "privacy_loss", "register_rule", "steps_per_epoch",
+    "supported_layers", "tpr_bound", "train_private",
 ]
