@@ -313,12 +313,13 @@ def train_user_level(model: nn.Module, dataset: TensorDataset, users: Sequence, 
                      noise_multiplier: float | None = None, delta: float = 1e-5, epochs: float = 3,
                      users_per_step: float = 64, max_examples_per_user: int = 16, lr: float = 1e-2,
                      optimizer: str = "adam", max_grad_norm: float = 1.0, accountant: str = "rdp", seed: int = 0,
-                     progress: bool = False) -> PrivateTraining:
+                     progress: bool = False, on_epoch_end=None) -> PrivateTraining:
     """Train a classifier on ``(input_ids, labels)`` with user-level DP-SGD at user-level budget ``epsilon``.
 
     ``users``: the row indices of each user (:func:`user_rows` builds them from a per-row label).
     ``epsilon=math.inf`` trains without clipping or noise on the same user batches (the reference).
-    The record's ``epsilon`` is the accountant's user-level ε; ``sample_rate`` the user sampling rate."""
+    The record's ``epsilon`` is the accountant's user-level ε; ``sample_rate`` the user sampling rate.
+    ``on_epoch_end(epoch, mean_loss)`` goes to :func:`trustml.models.fit` (e.g. to record test accuracy)."""
     from trustml.models.training import classification_loss, fit, gradient_step, make_optimizer
 
     if (epsilon is None) == (noise_multiplier is None):
@@ -346,7 +347,7 @@ def train_user_level(model: nn.Module, dataset: TensorDataset, users: Sequence, 
     try:
         losses = fit(model, lambda epoch: _take(batches, per_epoch), loss=classification_loss(device),
                      update=dp.step if private else gradient_step(opt), epochs=math.ceil(len(loader) / per_epoch),
-                     progress=progress, desc="epochs")
+                     progress=progress, desc="epochs", on_epoch_end=on_epoch_end)
     finally:
         if private:
             dp.detach()
