@@ -107,6 +107,16 @@ class MembershipGame:
                    shadows, epsilons=list(epsilons[:n_targets]),
                    target_models=list(models[:n_targets]) if keep_models else None)
 
+    def with_shadows(self, n_shadows: int) -> MembershipGame:
+        """The same game with only the first ``n_shadows`` shadow models (complementary pairs are kept whole,
+        so every example stays in exactly half of them): how much does an attack gain from more shadows?"""
+        total = len(self.shadow_logits)
+        if isinstance(n_shadows, bool) or not isinstance(n_shadows, (int, np.integer)) or n_shadows < 2 \
+                or n_shadows % 2 or n_shadows > total:
+            raise ValueError(f"n_shadows must be an even number in [2, {total}], got {n_shadows!r}")
+        return dataclasses.replace(self, shadow_logits=self.shadow_logits[:n_shadows],
+                                   shadow_membership=self.shadow_membership[:n_shadows])
+
     def attack(self, attacks: Sequence[str] = tuple(ATTACKS)) -> dict[str, AttackResult]:
         """Run each attack on every target with all shadows; one ``AttackResult`` per attack, pooled."""
         unknown = [a for a in attacks if a not in ATTACKS]
