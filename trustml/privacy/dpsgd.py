@@ -125,6 +125,7 @@ class DPSGD:
                 target_epsilon=self.target_epsilon, sample_rate=q, delta=self.delta, steps=self.planned_steps,
                 accountant=self.accountant_name, noise_decay=self.noise_decay)
         if self.planned_steps is not None and self.steps_taken + steps > self.planned_steps:
+            assert self.noise_multiplier is not None and self.delta is not None  # both set with target_epsilon
             schedule = noise_schedule(self.noise_multiplier, steps=self.steps_taken + steps,
                                       steps_per_epoch=self.steps_per_epoch, noise_decay=self.noise_decay)
             self._check_budget(get_epsilon(noise_multiplier=schedule, sample_rate=q, delta=self.delta,
