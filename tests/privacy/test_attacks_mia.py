@@ -225,3 +225,15 @@ def test_a_game_with_fewer_shadows_keeps_whole_pairs():
     for bad in (0, 3, 8, 2.0, True):
         with pytest.raises(ValueError, match="n_shadows must be an even number"):
             game.with_shadows(bad)
+
+
+def test_independent_membership_is_a_fair_coin_per_example_and_model():
+    from trustml.privacy.attacks import independent_membership
+
+    membership = independent_membership(2000, 3, seed=1)
+    assert membership.shape == (3, 2000) and membership.dtype == bool
+    assert abs(membership.mean() - 0.5) < 0.02 and len({m.sum() for m in membership}) > 1  # sizes vary
+    assert np.array_equal(membership, independent_membership(2000, 3, seed=1))
+    for n_examples, n_models in ((1, 2), (10, 0)):
+        with pytest.raises(ValueError, match="n_models >= 1 and n_examples >= 2"):
+            independent_membership(n_examples, n_models)

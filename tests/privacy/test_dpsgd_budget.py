@@ -75,3 +75,18 @@ def test_a_fixed_noise_multiplier_has_no_target_to_exceed():
         warnings.simplefilter("error", PrivacyBudgetExceeded)
         run(model, dp, dp.poisson_loader(tiny_task(), batch_size=40, epochs=3))
         assert dp.epsilon() > 1
+
+
+def test_dpsgd_with_prv_and_a_huge_grid_reports_rdp_and_says_so():
+    """DPSGD's ε goes through epsilon_of_history: PRV's grid is bounded there (before: minutes and GBs)."""
+    from trustml.privacy import PRVFallbackWarning
+
+    model = EmbeddingClassifier(20, 2, embed_dim=8, hidden_dim=8)
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=1.0, noise_multiplier=0.05,
+               delta=1e-5, accountant="prv", seed=0)
+    run(model, dp, dp.poisson_loader(tiny_task(), sample_rate=0.5, steps=20))
+    with pytest.warns(PRVFallbackWarning, match="RDP"):
+        spent = dp.epsilon()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert spent == get_epsilon(noise_multiplier=0.05, sample_rate=0.5, steps=20, delta=1e-5, accountant="rdp")
