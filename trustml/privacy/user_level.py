@@ -265,9 +265,9 @@ class UserLevelDPSGD:
             raise RuntimeError("σ is not known yet: with target_epsilon, create the loader with user_loader() first")
         divisor = (self.sample_rate * self.n_users if self.sample_rate is not None and self.n_users
                    else float(max(1, len(torch.unique(groups)))))
-        parameters = {id(p): p for layer in self.engine.layers for p in layer.params.values()}  # a shared one once
+        # The engine wrote every trainable parameter's gradient; model.parameters() lists a shared one once.
         with torch.no_grad():
-            for p in parameters.values():
+            for p in (p for p in self.model.parameters() if p.requires_grad):
                 assert p.grad is not None  # clipped_sum writes every parameter's gradient
                 noise = torch.randn(p.shape, generator=self._generator, dtype=p.dtype).to(p.device)
                 p.grad.add_(noise, alpha=sigma * self.max_grad_norm).div_(divisor)
