@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
+from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
 
 from trustml.privacy import get_epsilon, get_noise_multiplier, noise_schedule
 from trustml.privacy.accounting import history
@@ -122,3 +123,81 @@ def test_epsilon_curve_matches_get_epsilon_at_each_mark():
     assert row.epoch == pytest.approx(1.5)
     rdp = curve[curve.accountant == "rdp"]["epsilon"].to_numpy()
     assert np.all(np.diff(rdp) > 0)
+
+
+# ---------------------------------------------------------------- PRV's grid, histories (issue #15, item 6)
+
+def test_prv_grid_points_is_opacus_own_domain():
+    from trustml.privacy.accounting import prv_grid_points
+
+    for sigma, q, steps in [(1.0, 0.01, 1000), (0.8, 0.05, 200), (2.0, 1.0, 10)]:
+        domain = PRVAccountant()._get_domain(
+            prvs=[PoissonSubsampledGaussianPRV(q, sigma)], num_self_compositions=[steps], eps_error=0.01,
+            delta_error=1e-5 / 1000)
+        assert prv_grid_points([(sigma, q, steps)], delta=1e-5) == pytest.approx(domain.size, rel=1e-3, abs=2)
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 0.1])
+def test_prv_with_a_huge_grid_answers_with_rdp_at_once_and_says_so(sigma):
+    """Before: Opacus' PRV built a ~10⁸–10¹³-point grid (> 60 s, 13 GB at σ = 0.1). Now RDP's ε, with a warning."""
+    import time
+
+    from trustml.privacy import PRVFallbackWarning
+
+    start = time.process_time()  # CPU time: robust on a loaded machine
+    with pytest.warns(PRVFallbackWarning, match="RDP"):
+        spent = get_epsilon(noise_multiplier=sigma, sample_rate=0.01, steps=1000, delta=1e-5, accountant="prv")
+    assert time.process_time() - start < 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert spent == get_epsilon(noise_multiplier=sigma, sample_rate=0.01, steps=1000, delta=1e-5, accountant="rdp")
+
+
+def test_prv_within_the_grid_limit_is_prv_and_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = get_epsilon(noise_multiplier=1.0, sample_rate=0.01, steps=1000, delta=1e-5, accountant="prv")
+    accountant = PRVAccountant()
+    accountant.history = [(1.0, 0.01, 1000)]
+    assert got == accountant.get_epsilon(delta=1e-5)
+
+
+def test_noise_search_with_prv_past_the_grid_limit_is_still_within_the_target(monkeypatch):
+    """With a tiny grid limit every PRV evaluation falls back: the σ found must still spend ≤ the target (by RDP)."""
+    from trustml.privacy import PRVFallbackWarning, accounting
+
+    monkeypatch.setattr(accounting, "MAX_PRV_GRID_POINTS", 10)
+    accounting._search_noise_multiplier.cache_clear()
+    with pytest.warns(PRVFallbackWarning):
+        sigma = get_noise_multiplier(target_epsilon=3.0, sample_rate=0.02, steps=100, delta=1e-5, accountant="prv")
+    accounting._search_noise_multiplier.cache_clear()
+    rdp = get_epsilon(noise_multiplier=sigma, sample_rate=0.02, steps=100, delta=1e-5, accountant="rdp")
+    assert 3.0 - 0.02 <= rdp <= 3.0
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([(1.0, 0.01, -5)], "steps of history entry 0"),  # before: ε = −145.7
+    ([(1.0, 0.01, 0)], "steps of history entry 0"),
+    ([(1.0, 0.01, 10), (1.0, 0.01, 2.5)], "steps of history entry 1"),
+    ([(float("nan"), 0.01, 5)], "noise_multiplier of history entry 0"),
+    ([(-1.0, 0.01, 5)], "noise_multiplier of history entry 0"),
+    ([(float("inf"), 0.01, 5)], "noise_multiplier of history entry 0"),
+    ([(1.0, 0.0, 5)], "sample_rate of history entry 0"),
+    ([(1.0, 1.5, 5)], "sample_rate of history entry 0"),
+    ([(1.0, float("nan"), 5)], "sample_rate of history entry 0"),
+    ([(1.0, 0.01)], "triple"),
+])
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_bad_history_is_refused(entries, message, accountant):
+    from trustml.privacy import epsilon_of_history
+
+    with pytest.raises(ValueError, match=message):
+        epsilon_of_history(entries, delta=1e-5, accountant=accountant)
+
+
+def test_history_of_numpy_integers_is_accepted():
+    from trustml.privacy import epsilon_of_history
+
+    assert epsilon_of_history([(1.0, 0.01, np.int64(100))], delta=1e-5) == \
+        get_epsilon(noise_multiplier=1.0, sample_rate=0.01, steps=100, delta=1e-5)
+    assert epsilon_of_history([], delta=1e-5) == 0.0

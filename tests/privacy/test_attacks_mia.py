@@ -210,3 +210,30 @@ def test_real_models_leak_membership(tiny_task):
     results = game.attack(["LOSS", "LiRA online"])
     assert results["LOSS"].auc > 0.6
     assert results["LiRA online"].auc > 0.6
+
+
+def test_a_game_with_fewer_shadows_keeps_whole_pairs():
+    rng = np.random.default_rng(0)
+    n, k = 40, 6
+    labels = rng.integers(0, 3, n)
+    logits = rng.normal(size=(2 + k, n, 3))
+    game = MembershipGame(labels, logits[:2], random_halves(n, 2, seed=0), logits[2:], balanced_membership(n, k))
+    fewer = game.with_shadows(2)
+    assert fewer.shadow_logits.shape == (2, n, 3) and (fewer.shadow_membership.sum(0) == 1).all()
+    assert np.array_equal(fewer.target_logits, game.target_logits)
+    assert set(fewer.attack(["LiRA online"])) == {"LiRA online"}
+    for bad in (0, 3, 8, 2.0, True):
+        with pytest.raises(ValueError, match="n_shadows must be an even number"):
+            game.with_shadows(bad)
+
+
+def test_independent_membership_is_a_fair_coin_per_example_and_model():
+    from trustml.privacy.attacks import independent_membership
+
+    membership = independent_membership(2000, 3, seed=1)
+    assert membership.shape == (3, 2000) and membership.dtype == bool
+    assert abs(membership.mean() - 0.5) < 0.02 and len({m.sum() for m in membership}) > 1  # sizes vary
+    assert np.array_equal(membership, independent_membership(2000, 3, seed=1))
+    for n_examples, n_models in ((1, 2), (10, 0)):
+        with pytest.raises(ValueError, match="n_models >= 1 and n_examples >= 2"):
+            independent_membership(n_examples, n_models)

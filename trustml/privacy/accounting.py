@@ -10,22 +10,43 @@ Sampled Gaussian Mechanisms. The accountants bound its (ε, δ):
 
 A schedule of σ (e.g. epoch-wise decay σ_e = σ₀γ^e) is passed as one σ per step; consecutive equal
 values are grouped into the accountant's ``(σ, q, steps)`` history.
+
+PRV's limits. PRV discretises the privacy loss on a grid whose half-width L is RDP's ε at a tiny δ and whose
+mesh shrinks like 1/√steps (Gopi et al. 2021, §5). For small σ the loss is huge (L grows like 1/σ²): at σ = 0.1,
+q = 0.01 and 1000 steps the grid has ~2·10⁸ points per history entry, minutes of FFTs and over 10 GB. The grid
+size is computed first (in milliseconds, from Opacus' own domain rule); above :data:`MAX_PRV_GRID_POINTS` the
+ε comes from RDP instead — a valid but looser upper bound for the same history — and a
+:class:`PRVFallbackWarning` says so.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from opacus.accountants import create_accountant
+from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV, compute_safe_domain_size
 from opacus.accountants.utils import get_noise_multiplier as _opacus_noise_multiplier
 
 from trustml.privacy.validation import check_delta, check_epochs, check_positive, check_sample_rate, check_steps
 
 ACCOUNTANTS = ("rdp", "prv")
 MAX_NOISE_MULTIPLIER = 1e4
+#: Largest PRV discretisation (grid points summed over the history's entries) computed: about 1 s and
+#: 0.35 GB on one laptop core. Beyond it :func:`epsilon_of_history` answers with RDP and warns.
+MAX_PRV_GRID_POINTS = 2_000_000
+PRV_EPS_ERROR = 0.01  # Opacus' defaults for PRVAccountant.get_epsilon: ε error, and δ error = δ/1000
+PRV_DELTA_ERROR_FRACTION = 1e-3
+
+Entry = tuple[float, float, int]
+
+
+class PRVFallbackWarning(UserWarning):
+    """The PRV accountant's grid would be too large; the ε reported is RDP's (valid, looser)."""
 
 
 def check_accountant(accountant: str) -> str:
@@ -66,16 +87,69 @@ def history(noise_multiplier: float | Sequence[float], sample_rate: float, steps
     return [(sigma, sample_rate, len(list(run))) for sigma, run in itertools.groupby(sigmas)]
 
 
-def epsilon_of_history(entries: Sequence[tuple[float, float, int]], *, delta: float, accountant: str = "rdp") -> float:
-    """ε of an explicit accountant history (what :class:`~trustml.privacy.DPSGD` records step by step)."""
+def check_history(entries) -> list[Entry]:
+    """An accountant history: a sequence of ``(σ, q, steps)`` with σ > 0 finite, q in (0, 1], steps >= 1."""
+    checked = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+            raise ValueError(f"history entry {i} must be a (noise_multiplier, sample_rate, steps) triple, "
+                             f"got {entry!r}")
+        sigma, q, n = entry
+        check_positive(f"noise_multiplier of history entry {i}", sigma)
+        if not isinstance(q, (int, float)) or isinstance(q, bool) or not 0 < q <= 1:
+            raise ValueError(f"sample_rate of history entry {i} must be in (0, 1], got {q!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"steps of history entry {i} must be an integer >= 1, got {n!r}")
+        checked.append((float(sigma), float(q), int(n)))
+    return checked
+
+
+def prv_grid_points(entries: Sequence[Entry], *, delta: float, eps_error: float = PRV_EPS_ERROR) -> float:
+    """Points of the grid Opacus' PRV accountant would discretise, summed over the history's entries.
+
+    Opacus' own rule (``PRVAccountant._get_domain``): half-width L from ``compute_safe_domain_size`` (RDP
+    at a tiny δ), mesh ε_error / √(steps · ln(12/δ_error) / 2); one grid of 2L/mesh points per entry."""
+    delta_error = delta * PRV_DELTA_ERROR_FRACTION
+    steps = [n for _, _, n in entries]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the")  # RDP's advice, for a size estimate
+        half_width = compute_safe_domain_size([PoissonSubsampledGaussianPRV(q, s) for s, q, _ in entries], steps,
+                                              eps_error, delta_error)
+    mesh = eps_error / math.sqrt(sum(steps) * math.log(12 / delta_error) / 2)
+    return len(entries) * 2 * float(half_width) / mesh
+
+
+def _epsilon(entries: list[Entry], delta: float, accountant: str) -> tuple[float, str]:
+    """(ε, the accountant that computed it): PRV falls back to RDP when its grid would be too large."""
+    if not entries:
+        return 0.0, accountant
+    if accountant == "prv" and prv_grid_points(entries, delta=delta) > MAX_PRV_GRID_POINTS:
+        accountant = "rdp"
+    acc = create_accountant(mechanism=accountant)
+    acc.history = list(entries)
+    with np.errstate(divide="ignore"):  # Opacus' PRV takes log(1 − q) = log 0 at q = 1 (harmless there)
+        return float(acc.get_epsilon(delta=delta)), accountant
+
+
+def _warn_fallback(entries: list[Entry], delta: float, stacklevel: int = 3) -> None:
+    warnings.warn(f"the PRV accountant would need a grid of {prv_grid_points(entries, delta=delta):.3g} points "
+                  f"(limit {MAX_PRV_GRID_POINTS:.3g}: small noise multipliers make its privacy-loss range huge); "
+                  "the ε reported is the RDP accountant's, a valid but looser upper bound for the same history",
+                  PRVFallbackWarning, stacklevel=stacklevel)
+
+
+def epsilon_of_history(entries: Sequence[Entry], *, delta: float, accountant: str = "rdp") -> float:
+    """ε of an explicit accountant history (what :class:`~trustml.privacy.DPSGD` records step by step).
+
+    ``entries``: ``[(σ, q, steps), ...]``. With ``accountant="prv"`` and a grid above
+    :data:`MAX_PRV_GRID_POINTS`, RDP's ε is returned with a :class:`PRVFallbackWarning`."""
     check_accountant(accountant)
     check_delta(delta)
-    if not entries:
-        return 0.0
-    acc = create_accountant(mechanism=accountant)
-    acc.history = [(float(s), float(q), int(n)) for s, q, n in entries]
-    with np.errstate(divide="ignore"):  # Opacus' PRV takes log(1 − q) = log 0 at q = 1 (harmless there)
-        return float(acc.get_epsilon(delta=delta))
+    checked = check_history(entries)
+    epsilon, used = _epsilon(checked, float(delta), accountant)
+    if used != accountant:
+        _warn_fallback(checked, float(delta))
+    return epsilon
 
 
 def get_epsilon(*, noise_multiplier: float | Sequence[float], sample_rate: float, steps: int | None = None,
@@ -112,42 +186,50 @@ def get_noise_multiplier(*, target_epsilon: float, sample_rate: float, delta: fl
     check_positive("noise_decay", noise_decay)
     check_positive("epsilon_tolerance", epsilon_tolerance)
     steps = _resolve_steps(sample_rate, steps, epochs)
-    return _search_noise_multiplier(float(target_epsilon), float(sample_rate), float(delta), steps, accountant,
-                                    float(noise_decay), float(epsilon_tolerance))
+    sigma, used = _search_noise_multiplier(float(target_epsilon), float(sample_rate), float(delta), steps, accountant,
+                                           float(noise_decay), float(epsilon_tolerance))
+    if used != accountant:
+        _warn_fallback(history(noise_schedule(sigma, steps=steps, steps_per_epoch=steps_per_epoch(sample_rate),
+                                              noise_decay=noise_decay), sample_rate, None), float(delta))
+    return sigma
 
 
 @functools.lru_cache(maxsize=256)  # a pure function of its arguments; interactive re-training asks again
 def _search_noise_multiplier(target_epsilon: float, sample_rate: float, delta: float, steps: int, accountant: str,
-                             noise_decay: float, epsilon_tolerance: float) -> float:
-    if noise_decay == 1.0:
+                             noise_decay: float, epsilon_tolerance: float) -> tuple[float, str]:
+    """(σ₀, the accountant whose ε certified it). RDP with a constant σ is Opacus' own search; otherwise the
+    same bisection (Opacus' steps: σ_high from 20 doubling, then halving [σ_low, σ_high]) over ε values that
+    PRV computes only where its grid stays small (:func:`_epsilon`)."""
+    if noise_decay == 1.0 and accountant == "rdp":
         try:
             return float(_opacus_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
                                                   sample_rate=sample_rate, steps=steps, accountant=accountant,
-                                                  epsilon_tolerance=epsilon_tolerance))
+                                                  epsilon_tolerance=epsilon_tolerance)), accountant
         except ValueError as error:
             raise ValueError(f"target_epsilon={target_epsilon} is unreachable with delta={delta}, "
                              f"sample_rate={sample_rate}, steps={steps}: {error}") from error
     per_epoch = steps_per_epoch(sample_rate)
 
-    def epsilon(sigma0: float) -> float:
+    def epsilon(sigma0: float) -> tuple[float, str]:
         schedule = noise_schedule(sigma0, steps=steps, steps_per_epoch=per_epoch, noise_decay=noise_decay)
-        return get_epsilon(noise_multiplier=schedule, sample_rate=sample_rate, delta=delta, accountant=accountant)
+        return _epsilon(history(schedule, sample_rate, None), delta, accountant)
 
-    low, high = 0.0, 1.0
-    while epsilon(high) > target_epsilon:
-        low, high = high, 2 * high
+    low, high, eps_high, used_high = 0.0, 10.0, math.inf, accountant
+    while eps_high > target_epsilon:
+        high *= 2
         if high > MAX_NOISE_MULTIPLIER:
             raise ValueError(f"target_epsilon={target_epsilon} is unreachable: even σ₀={MAX_NOISE_MULTIPLIER:g} "
                              "spends more")
-    eps_high = epsilon(high)
+        eps_high, used_high = epsilon(high)
+    # The width condition ends the search where ε(σ) jumps (PRV above, RDP's looser value below a σ).
     while target_epsilon - eps_high > epsilon_tolerance and high - low > 1e-6 * high:
         middle = (low + high) / 2
-        eps_middle = epsilon(middle)
-        if eps_middle <= target_epsilon:
-            high, eps_high = middle, eps_middle
+        eps_middle, used_middle = epsilon(middle)
+        if eps_middle < target_epsilon:
+            high, eps_high, used_high = middle, eps_middle, used_middle
         else:
             low = middle
-    return high
+    return high, used_high
 
 
 def epsilon_curve(*, noise_multiplier: float | Sequence[float], sample_rate: float, delta: float,
@@ -171,5 +253,6 @@ def epsilon_curve(*, noise_multiplier: float | Sequence[float], sample_rate: flo
     return pd.DataFrame(rows)
 
 
-__all__ = ["ACCOUNTANTS", "epsilon_curve", "epsilon_of_history", "get_epsilon", "get_noise_multiplier", "history",
-           "noise_schedule", "steps_per_epoch"]
+__all__ = ["ACCOUNTANTS", "MAX_PRV_GRID_POINTS", "PRVFallbackWarning", "check_history", "epsilon_curve",
+           "epsilon_of_history", "get_epsilon", "get_noise_multiplier", "history", "noise_schedule", "prv_grid_points",
+           "steps_per_epoch"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -25,7 +26,9 @@ from opacus.accountants import create_accountant
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from trustml.privacy.accounting import check_accountant, get_noise_multiplier, steps_per_epoch
+from trustml.privacy.accounting import (
+    check_accountant, epsilon_of_history, get_epsilon, get_noise_multiplier, noise_schedule, steps_per_epoch,
+)
 from trustml.privacy.engine import ClippingEngine, ClipStats
 from trustml.privacy.sampling import PoissonBatches
 from trustml.privacy.validation import check_delta, check_epochs, check_positive, check_sample_rate
@@ -37,6 +40,10 @@ SENSITIVITY = {"per_example": 1.0, "micro_batch": 2.0}
 
 class PoissonSamplingRequired(RuntimeError):
     """ε was requested for training whose batches were not all Poisson-sampled."""
+
+
+class PrivacyBudgetExceeded(UserWarning):
+    """Training runs (or ran) past the steps its target ε was calibrated for: it spends more than the target."""
 
 
 class DPSGD:
@@ -78,6 +85,8 @@ class DPSGD:
         self.dataset_size: int | None = None
         self.steps_per_epoch: int | None = None
         self.steps_taken, self.unsampled_steps = 0, 0
+        self.planned_steps: int | None = None  # steps σ was calibrated for (with target_epsilon)
+        self._budget_warned: set[str] = set()  # "planned" (a loader's forecast), "spent" (steps taken)
         self._poisson_pending = False
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -111,15 +120,33 @@ class DPSGD:
                 raise ValueError("pass epochs or steps (or epochs to the constructor)")
             steps = max(1, round(check_epochs(epochs) * self.steps_per_epoch))
         if self.target_epsilon is not None and self.noise_multiplier is None:
-            planned = max(1, round(self.epochs * self.steps_per_epoch))
+            self.planned_steps = max(1, round(self.epochs * self.steps_per_epoch))
             self.noise_multiplier = get_noise_multiplier(
-                target_epsilon=self.target_epsilon, sample_rate=q, delta=self.delta, steps=planned,
+                target_epsilon=self.target_epsilon, sample_rate=q, delta=self.delta, steps=self.planned_steps,
                 accountant=self.accountant_name, noise_decay=self.noise_decay)
+        if self.planned_steps is not None and self.steps_taken + steps > self.planned_steps:
+            assert self.noise_multiplier is not None and self.delta is not None  # both set with target_epsilon
+            schedule = noise_schedule(self.noise_multiplier, steps=self.steps_taken + steps,
+                                      steps_per_epoch=self.steps_per_epoch, noise_decay=self.noise_decay)
+            self._check_budget(get_epsilon(noise_multiplier=schedule, sample_rate=q, delta=self.delta,
+                                           accountant=self.accountant_name),
+                               "planned", f"this loader runs {steps} steps after {self.steps_taken} taken, ")
         return PoissonBatches(dataset, sample_rate=q, steps=steps,
                               seed=self._seed if seed is None else seed, on_batch=self._mark_poisson)
 
     def _mark_poisson(self) -> None:
         self._poisson_pending = True
+
+    def _check_budget(self, epsilon: float, kind: str, what: str = "") -> None:
+        """Warn (once per ``kind``) when ``epsilon`` exceeds the target σ was calibrated for."""
+        if self.target_epsilon is None or epsilon <= self.target_epsilon or kind in self._budget_warned:
+            return
+        self._budget_warned.add(kind)
+        verb = "will exceed" if kind == "planned" else "exceeds"
+        warnings.warn(f"{what}ε = {epsilon:.3g} {verb} target_epsilon = {self.target_epsilon:g}: σ was calibrated for "
+                      f"{self.planned_steps} steps ({self.epochs:g} epochs of ⌊1/q⌋ = {self.steps_per_epoch} "
+                      "steps); train fewer steps or pass the real number of epochs to DPSGD",
+                      PrivacyBudgetExceeded, stacklevel=3)
 
     # ------------------------------------------------------------------ the step
     @property
@@ -178,6 +205,8 @@ class DPSGD:
             self.unsampled_steps += 1
         self._poisson_pending = False
         self.steps_taken += 1
+        if self.planned_steps is not None and self.steps_taken == self.planned_steps + 1 and not self.unsampled_steps:
+            self._check_budget(self._spent(self.delta), "spent", f"after {self.steps_taken} steps, ")
         return stats
 
     def step(self, losses: torch.Tensor) -> ClipStats:
@@ -202,9 +231,14 @@ class DPSGD:
             raise PoissonSamplingRequired(
                 f"{self.unsampled_steps} of {self.steps_taken} steps used batches that were not Poisson-sampled; the "
                 "accountants assume Poisson sampling, so no ε is reported (draw batches with DPSGD.poisson_loader)")
-        if not self.accountant.history:
-            return 0.0
-        return float(self.accountant.get_epsilon(delta=delta))
+        epsilon = self._spent(delta)
+        if delta == self.delta:
+            self._check_budget(epsilon, "spent")
+        return epsilon
+
+    def _spent(self, delta) -> float:
+        # Through epsilon_of_history: PRV's grid is bounded there (RDP answers, with a warning, beyond it).
+        return epsilon_of_history(self.accountant.history, delta=delta, accountant=self.accountant_name)
 
     def detach(self) -> nn.Module:
         """Remove the engine's hooks and return the (trained) model."""

@@ -13,6 +13,8 @@ The LOSS attack ignores the shadows; the others learn from them what members loo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy.stats import norm
@@ -114,7 +116,9 @@ def shadow_attack(target_logits, labels, shadow_logits, shadow_membership, *, se
         return classifier.predict_proba(attack_features(target_logits, labels))[:, 1]
 
 
-ATTACKS = {
+Attack = Callable[..., np.ndarray]  # (target_logits, labels, shadow_logits, shadow_membership) -> scores (n,)
+
+ATTACKS: dict[str, Attack] = {
     "LOSS": loss_attack,
     "shadow": shadow_attack,
     "LiRA offline": lira_offline,

@@ -1,9 +1,11 @@
 """The membership game with shadow models (Carlini et al. 2022, §VI-A).
 
 A *population* of n examples. ``n_shadows`` shadow models are trained on random halves in a balanced
-design (every example is in exactly half of them), and ``n_targets`` target models each on its own
-random half, drawn independently. Every target is attacked with all shadows, and the scores are pooled
-over targets: ``n_targets · n`` membership decisions.
+design (every example is in exactly half of them), and ``n_targets`` target models each on its own random
+subset: every example joins each target's training set independently with probability ½. Every target is
+attacked with all shadows, and the scores are pooled over targets: ``n_targets · n`` membership decisions.
+Independent inclusion is what the one-run audit (``trustml.privacy.attacks.audit``) assumes; example i of
+target j is then its own audit example.
 
 Why targets are not also shadows: with leave-one-out on a balanced design, an example the target
 trained on is in *fewer* of the remaining models than one it did not — so the number of in/out shadows
@@ -38,6 +40,13 @@ def balanced_membership(n_examples: int, n_models: int, *, seed: int = 0) -> np.
         raise ValueError(f"n_models must be an even number >= 2, got {n_models}")
     halves = random_halves(n_examples, n_models // 2, seed=seed)
     return np.stack([halves, ~halves], axis=1).reshape(n_models, n_examples)
+
+
+def independent_membership(n_examples: int, n_models: int, *, seed: int = 0) -> np.ndarray:
+    """Boolean (n_models, n_examples): each example in each model independently with probability ½."""
+    if n_models < 1 or n_examples < 2:
+        raise ValueError(f"need n_models >= 1 and n_examples >= 2, got {n_models} and {n_examples}")
+    return np.random.default_rng(seed).random((n_models, n_examples)) < 0.5
 
 
 def random_halves(n_examples: int, n_models: int, *, seed: int = 0) -> np.ndarray:
@@ -84,7 +93,7 @@ class MembershipGame:
         if n_shadows < 2 or n_shadows % 2:
             raise ValueError(f"n_shadows must be an even number >= 2 (in and out shadows for every example), "
                              f"got {n_shadows}")
-        targets = random_halves(len(population), n_targets, seed=seed)
+        targets = independent_membership(len(population), n_targets, seed=seed)
         shadows = balanced_membership(len(population), n_shadows, seed=seed + 1)
         runs = []
         with limit_threads(1):
@@ -97,6 +106,16 @@ class MembershipGame:
         return cls(population.tensors[1].numpy(), np.stack(logits[:n_targets]), targets, np.stack(logits[n_targets:]),
                    shadows, epsilons=list(epsilons[:n_targets]),
                    target_models=list(models[:n_targets]) if keep_models else None)
+
+    def with_shadows(self, n_shadows: int) -> MembershipGame:
+        """The same game with only the first ``n_shadows`` shadow models (complementary pairs are kept whole,
+        so every example stays in exactly half of them): how much does an attack gain from more shadows?"""
+        total = len(self.shadow_logits)
+        if isinstance(n_shadows, bool) or not isinstance(n_shadows, (int, np.integer)) or n_shadows < 2 \
+                or n_shadows % 2 or n_shadows > total:
+            raise ValueError(f"n_shadows must be an even number in [2, {total}], got {n_shadows!r}")
+        return dataclasses.replace(self, shadow_logits=self.shadow_logits[:n_shadows],
+                                   shadow_membership=self.shadow_membership[:n_shadows])
 
     def attack(self, attacks: Sequence[str] = tuple(ATTACKS)) -> dict[str, AttackResult]:
         """Run each attack on every target with all shadows; one ``AttackResult`` per attack, pooled."""

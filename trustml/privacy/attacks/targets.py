@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import math
 
 import torch
@@ -52,10 +53,12 @@ def calibrated_noise(epsilon: float, *, delta: float, sample_rate: float, epochs
 
 def make_trainer(**recipe) -> functools.partial:
     """``train_fn(train_set, *, seed)`` with a fixed recipe (the keyword arguments of ``train_model``)."""
-    unknown = set(recipe) - set(train_model.__kwdefaults__) - {"vocab_size", "num_classes"}
+    options = {name for name, parameter in inspect.signature(train_model).parameters.items()
+               if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = set(recipe) - options
     if unknown or "seed" in recipe:
         raise TypeError(f"unknown recipe options {sorted(unknown | ({'seed'} & set(recipe)))}; "
-                        f"allowed: {sorted(set(train_model.__kwdefaults__) - {'seed'})}")
+                        f"allowed: {sorted(options - {'seed'})}")
     return functools.partial(train_model, **recipe)
 
 
