@@ -158,6 +158,10 @@ class DPSGD:
     def privatize(self, losses: torch.Tensor) -> ClipStats:
         """Replace every ``p.grad`` by the noisy mean clipped gradient of this batch and record the step."""
         sigma, batch = self.current_noise_multiplier, losses.shape[0] if losses.dim() else 0
+        if batch == 0 and losses.dim() == 1 and not self._poisson_pending:
+            raise ValueError("empty batch: only a Poisson-sampled batch (DPSGD.poisson_loader) may be empty, where "
+                             "the step adds pure noise divided by the expected batch size qN; pass at least one "
+                             "example")
         groups = None
         if self.mode == "micro_batch":
             n_groups = int(self.expected_units(batch))
@@ -167,7 +171,7 @@ class DPSGD:
         stats = self.engine.clipped_sum(losses, groups=groups)
         divisor = self.expected_units(batch)
         with torch.no_grad():
-            grads = [p.grad for layer in self.engine.layers for p in layer.params.values()]
+            grads = [p.grad for p in self.engine.parameters()]  # each once: a tied parameter gets one noise draw
             noises = [torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
                       for g in grads]
             torch._foreach_add_(grads, noises, alpha=sigma * self.sensitivity)  # one call for all parameters
