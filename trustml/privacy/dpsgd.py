@@ -35,6 +35,12 @@ from trustml.privacy.validation import check_delta, check_epochs, check_positive
 SENSITIVITY = {"per_example": 1.0, "micro_batch": 2.0}
 
 
+def _written_grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad is None:  # the engine writes every parameter it clips; noise must never skip one
+        raise RuntimeError(f"no clipped gradient was written for a parameter of shape {tuple(p.shape)}")
+    return p.grad
+
+
 class PoissonSamplingRequired(RuntimeError):
     """ε was requested for training whose batches were not all Poisson-sampled."""
 
@@ -171,11 +177,9 @@ class DPSGD:
         stats = self.engine.clipped_sum(losses, groups=groups)
         divisor = self.expected_units(batch)
         with torch.no_grad():
-            grads = [p.grad for p in self.engine.parameters()]  # each once: a tied parameter gets one noise draw
-            noises = [torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
-                      for g in grads]
-            torch._foreach_add_(grads, noises, alpha=sigma * self.sensitivity)  # one call for all parameters
-            torch._foreach_div_(grads, divisor)
+            # each parameter once: a tied parameter gets one noise draw and one division
+            self._noise_and_average([_written_grad(p) for p in self.engine.parameters()],
+                                    std=sigma * self.sensitivity, divisor=divisor)
         if self._poisson_pending:
             self.accountant.step(noise_multiplier=sigma, sample_rate=self.sample_rate)
         else:
@@ -183,6 +187,16 @@ class DPSGD:
         self._poisson_pending = False
         self.steps_taken += 1
         return stats
+
+    def _add_noise(self, grads: list[torch.Tensor], *, std: float) -> None:
+        noises = [torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
+                  for g in grads]
+        torch._foreach_add_(grads, noises, alpha=std)  # one call for all parameters
+
+    def _noise_and_average(self, grads: list[torch.Tensor], *, std: float, divisor: float) -> None:
+        """Clipped sums -> (sum + N(0, std²)) / divisor, in place (multi-process training also all-reduces)."""
+        self._add_noise(grads, std=std)
+        torch._foreach_div_(grads, divisor)
 
     def step(self, losses: torch.Tensor) -> ClipStats:
         """One DP-SGD step from the (B,) per-example ``losses`` of the last forward pass."""

@@ -210,6 +210,7 @@ class ClippingEngine:
         self.micro_batch_size, self.strategy, self.trim_zero_tokens = micro_batch_size, strategy, trim_zero_tokens
         _refuse_sequence_first(model)
         self.layers = self._find_layers(model)
+        self._parameters = list({id(p): p for layer in self.layers for p in layer.params.values()}.values())
         self.ties = self._find_ties(self.layers)
         if self.ties and clipping == "per_layer":
             shared = self._shared_names(self.ties[0])
@@ -284,11 +285,7 @@ class ClippingEngine:
 
     def parameters(self) -> list[nn.Parameter]:
         """The trainable parameters the engine writes, each once (a tied parameter belongs to several layers)."""
-        unique: dict[int, nn.Parameter] = {}
-        for layer in self.layers:
-            for p in layer.params.values():
-                unique.setdefault(id(p), p)
-        return list(unique.values())
+        return list(self._parameters)
 
     def _batch_rows(self, module, args, kwargs):
         first = next((x for x in (*args, *kwargs.values()) if isinstance(x, torch.Tensor) and x.dim() > 0), None)
@@ -357,7 +354,7 @@ class ClippingEngine:
         B = losses.shape[0]
         if B == 0:  # an empty Poisson batch: the clipped sum is zero (the noise still comes)
             self.clear()
-            for p in self.parameters():
+            for p in self._parameters:
                 p.grad = torch.zeros_like(p)
             return ClipStats(0, 0, losses.new_zeros(0), self.max_grad_norm)
         active = [layer for layer in self.layers if layer.records]
@@ -559,6 +556,6 @@ class ClippingEngine:
             c = next(iter(factors.values())).detach().to(losses.dtype)
             for p, grad in zip(ghost_params, torch.autograd.grad((c * losses).sum(), ghost_params)):
                 write(p, grad)
-        for p in self.parameters():  # a parameter unused in this forward pass has a zero clipped sum
+        for p in self._parameters:  # a parameter unused in this forward pass has a zero clipped sum
             if id(p) not in written:
                 p.grad = torch.zeros_like(p)
