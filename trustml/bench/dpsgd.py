@@ -27,7 +27,7 @@ from torch import nn
 
 from trustml.threads import limit_threads
 
-Step = Callable[[], None]
+Step = Callable[[], object]
 LOSS = nn.CrossEntropyLoss()
 
 

@@ -27,6 +27,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,11 +69,12 @@ def minilm_workload(*, batch_size: int = 32, max_length: int = 32, layers: int |
 
     encoder = load_minilm()
     if layers is not None:  # tests: the same model with fewer layers
-        encoder.model.encoder.layer = encoder.model.encoder.layer[:layers]
+        bert: Any = encoder.model
+        bert.encoder.layer = bert.encoder.layer[:layers]
     task = load_intent_task(n_devices=50, seed=seed)
     texts = list(task.train_frame["text"][:batch_size])
-    tokens = encoder.tokenizer(texts, padding="max_length", truncation=True, max_length=max_length,
-                               return_tensors="pt")
+    tokenizer: Any = encoder.tokenizer  # a Hugging Face tokenizer
+    tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     model = minilm_classifier(task.num_classes, train="full", seed=seed, encoder=encoder)
     B, T = tokens["input_ids"].shape
     inputs = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
@@ -94,7 +96,7 @@ def gpt2_workload(*, batch_size: int = 8, max_length: int = 64, layers: int = 12
     return Workload("gpt2", model, inputs, ids, _causal_lm_losses, ("c_attn",), (), True, extra)
 
 
-WORKLOADS = {"minilm": minilm_workload, "gpt2": gpt2_workload}
+WORKLOADS: dict[str, Callable[..., Workload]] = {"minilm": minilm_workload, "gpt2": gpt2_workload}
 
 
 # ------------------------------------------------------------------ methods: workload -> (step, note)
@@ -141,7 +143,8 @@ def opacus_step(mode: str, *, positions: bool = True, untie: bool = False):
         from torch.utils.data import DataLoader, TensorDataset
 
         if untie:  # Opacus' ghost mode refuses tied parameters: give the output projection its own copy
-            model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
+            head: Any = model.lm_head
+            head.weight = nn.Parameter(head.weight.detach().clone())
         inputs = {**w.inputs, **(w.opacus_extra if positions else {})}
         loader = DataLoader(TensorDataset(w.labels), batch_size=len(w.labels))
         criterion = nn.CrossEntropyLoss()

@@ -29,6 +29,7 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -72,7 +73,7 @@ class DistributedPoissonBatches(PoissonBatches):
         self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator:
-        sampler = UniformWithReplacementSampler(num_samples=len(self.dataset), sample_rate=self.sample_rate,
+        sampler = UniformWithReplacementSampler(num_samples=self.size, sample_rate=self.sample_rate,
                                                 generator=self.generator, steps=self.steps)
         for indices in sampler:
             mine = torch.as_tensor(indices, dtype=torch.long)[self.rank::self.world_size]
@@ -118,7 +119,7 @@ class DistributedDPSGD(DPSGD):
         global rate q = ``batch_size``/N: the batches one process would draw with the same seed."""
         single = super().poisson_loader(dataset, batch_size=batch_size, sample_rate=sample_rate, epochs=epochs,
                                         steps=steps, seed=seed)
-        seed = self._seed if seed is None else shared_seed(seed, self.process_group)
+        seed = shared_seed(self._seed if seed is None else seed, self.process_group)
         return DistributedPoissonBatches(dataset, sample_rate=single.sample_rate, steps=single.steps, seed=seed,
                                          rank=self.rank, world_size=self.world_size, on_batch=self._mark_poisson)
 
@@ -173,7 +174,8 @@ def train(*, steps: int, batch_size: int = 64, noise_multiplier: float = 1.0, ma
                 torch.cuda.set_device(device)
         model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    options = dict(noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, delta=delta, seed=seed)
+    options: dict[str, Any] = dict(noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, delta=delta,
+                                   seed=seed)
     dp = DistributedDPSGD(model, optimizer, **options) if distributed else DPSGD(model, optimizer, **options)
     for ids, labels in dp.poisson_loader(task.train, batch_size=batch_size, steps=steps, seed=seed):
         logits = model(ids.to(device))

@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
+from typing import cast
 
 import torch
 from opacus.accountants import create_accountant
@@ -97,7 +98,7 @@ class DPSGD:
         Runs ``steps`` steps, or ``epochs`` × ⌊1/q⌋ (default: the ``epochs`` given to the constructor).
         Fixes q and N for the accountant and, with a target ε, the noise multiplier.
         """
-        n = len(dataset)
+        n = len(cast(Sized, dataset))  # a map-style dataset with __len__
         if (batch_size is None) == (sample_rate is None):
             raise ValueError("pass exactly one of batch_size (expected) and sample_rate")
         if batch_size is not None:
@@ -117,6 +118,8 @@ class DPSGD:
                 raise ValueError("pass epochs or steps (or epochs to the constructor)")
             steps = max(1, round(check_epochs(epochs) * self.steps_per_epoch))
         if self.target_epsilon is not None and self.noise_multiplier is None:
+            if self.epochs is None or self.delta is None:  # the constructor requires both with target_epsilon
+                raise RuntimeError("target_epsilon needs delta and epochs")
             planned = max(1, round(self.epochs * self.steps_per_epoch))
             self.noise_multiplier = get_noise_multiplier(
                 target_epsilon=self.target_epsilon, sample_rate=q, delta=self.delta, steps=planned,
@@ -146,8 +149,9 @@ class DPSGD:
 
     def expected_units(self, batch_size: int) -> float:
         """The divisor of the noisy sum: the expected batch size qN (or the number of micro-batches)."""
-        expected = self.sample_rate * self.dataset_size if self.sample_rate is not None else batch_size
-        if self.mode == "micro_batch":
+        expected = (self.sample_rate * self.dataset_size if self.sample_rate is not None and self.dataset_size
+                    else batch_size)
+        if self.engine.micro_batch_size is not None:  # micro_batch mode
             return float(max(1, math.ceil(expected / self.engine.micro_batch_size)))
         return float(expected)
 
@@ -291,6 +295,8 @@ def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | 
         if private:
             dp.detach()
     if private:
+        if dp.noise_multiplier is None or dp.sample_rate is None:  # poisson_loader fixed both before training
+            raise RuntimeError("training ended without a noise multiplier and sample rate")
         return PrivateTraining(model, dp.epsilon(delta), delta, dp.noise_multiplier, dp.sample_rate, dp.steps_taken,
                                accountant, dp.history, losses, mode, noise_decay)
     return PrivateTraining(model, math.inf, delta, 0.0, loader.sample_rate, len(loader), accountant, [], losses,

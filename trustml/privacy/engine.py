@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -75,8 +76,8 @@ def cat_tokens(calls: list[Prepared]) -> Prepared:
     if len(calls) == 1:
         return calls[0]
     if isinstance(calls[0], tuple):
-        return tuple(torch.cat(parts, 1) for parts in zip(*calls))
-    return torch.cat(calls, 1)
+        return tuple(torch.cat(parts, 1) for parts in zip(*cast(list[tuple[torch.Tensor, ...]], calls)))
+    return torch.cat(cast(list[torch.Tensor], calls), 1)
 
 
 @dataclasses.dataclass
@@ -336,6 +337,8 @@ class ClippingEngine:
         changes only its own micro-batch (a fixed partition by position would shift every later one).
         """
         if n_groups is None:
+            if self.micro_batch_size is None:
+                raise ValueError("n_groups is needed outside mode='micro_batch' (no micro_batch_size)")
             n_groups = max(1, math.ceil(batch_size / self.micro_batch_size))
         return torch.randint(n_groups, (batch_size,), generator=generator, device="cpu").to(device)
 
@@ -393,7 +396,8 @@ class ClippingEngine:
 
     def _collect(self, active: list[_Layer], grads, B: int) -> list[tuple[_Layer, torch.Tensor, torch.Tensor]]:
         """(layer, A, G) with the calls of a layer concatenated along the token axis."""
-        data, position, spans = [], 0, {}  # spans: token count T -> the last span found for it
+        data, position = [], 0
+        spans: dict[int, tuple[int, int]] = {}  # token count T -> the last span found for it
         for layer in active:
             As, Gs = [], []
             for A, _ in layer.records:
@@ -472,7 +476,8 @@ class ClippingEngine:
 
     def _factors(self, data, unit_of, unit_size, n_units: int, step: Step):
         """Per-example coefficients c (one per layer for per_layer clipping) and the unit norms."""
-        norms_sq = {}  # layer names -> Σ of their squared norms (one name each under per-layer clipping)
+        # layer names -> Σ of their squared norms (one name each under per-layer clipping; () for cross terms)
+        norms_sq: dict[tuple[str, ...], torch.Tensor] = {}
         # Cross terms of tied parameters first: the LayerNorm rule's norms reuse x̂'s memory.
         cross = self._cross_terms(data, unit_of, unit_size, n_units)
         if cross is not None:
@@ -493,12 +498,13 @@ class ClippingEngine:
             norms_sq = {names: n / scale.square() for names, n in norms_sq.items()}
         # Ghost norms are sums of products that can round a tiny norm² below zero: floor at 0.
         norm = add_all(norms_sq.values()).clamp_min(0.0).sqrt_()
-        if self.clipping == "flat":
+        if self.bounds is None:  # flat clipping
             f = (self.max_grad_norm / (norm + STABILITY)).clamp_(max=1.0)
             factors = {name: f for names in norms_sq for name in names}
-        else:
-            factors = {name: (self.bounds[name] / (n.clamp_min(0.0).sqrt_() + STABILITY)).clamp_(max=1.0)
-                       for (name,), n in norms_sq.items()}
+        else:  # per-layer: one layer per key (tied parameters are refused)
+            bounds = self.bounds
+            factors = {names[0]: (bounds[names[0]] / (n.clamp_min(0.0).sqrt_() + STABILITY)).clamp_(max=1.0)
+                       for names, n in norms_sq.items()}
         if self.mode == "micro_batch":  # per-example coefficient c_i = f_unit(i) / |unit(i)|
             factors = {name: (f / unit_size.to(f.dtype))[unit_of] for name, f in factors.items()}
         return factors, norm.detach()
@@ -510,10 +516,9 @@ class ClippingEngine:
         for tie in self.ties:
             if tie.a.name not in found or tie.b.name not in found:
                 continue  # one of the two did not contribute to the loss: no cross term
-            tensors = (*found[tie.a.name], *found[tie.b.name])
+            A_a, G_a, A_b, G_b = (*found[tie.a.name], *found[tie.b.name])
             if unit_of is not None:
-                tensors = tuple(self._group(t, unit_of, unit_size, n_units) for t in tensors)
-            A_a, G_a, A_b, G_b = tensors
+                A_a, G_a, A_b, G_b = (self._group(t, unit_of, unit_size, n_units) for t in (A_a, G_a, A_b, G_b))
             terms += [2 * inner(tie.a.module, A_a, G_a, tie.b.module, A_b, G_b) for inner in tie.inners]
         return add_all(terms) if terms else None
 
@@ -528,9 +533,11 @@ class ClippingEngine:
             if id(p) not in written:
                 p.grad = grad
                 written.add(id(p))
-            elif p.grad is not None and p.grad._base is None:  # a tied parameter: its layers' sums add up
+            elif p.grad is None:
+                raise RuntimeError("a written gradient disappeared during the step")
+            elif p.grad._base is None:  # a tied parameter: its layers' sums add up
                 p.grad.add_(grad)
-            else:
+            else:  # a view of another tensor (e.g. one split of a joint product): do not write through it
                 p.grad = p.grad + grad
         # Layers of one type that read the same input (query, key and value projections) share one
         # book-keeping product when their rule offers it: one copy of A, one larger matrix product.

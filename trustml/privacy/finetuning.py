@@ -47,7 +47,9 @@ class PooledClassifier(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if getattr(encoder, "pooler", None) is not None:
-            encoder.pooler = None  # BERT's [CLS] pooler is unused (mean pooling instead): no idle parameters
+            # BERT's [CLS] pooler is unused (mean pooling instead): no idle parameters
+            # (torch types a submodule slot as Tensor | Module, but Module.__setattr__ accepts None there)
+            nn.Module.__setattr__(encoder, "pooler", None)  # type: ignore[arg-type]
         self.encoder, self.pad_token_id = encoder, pad_token_id
         config: Any = encoder.config  # a Hugging Face PretrainedConfig
         self.head = nn.Linear(int(config.hidden_size), num_classes)

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import operator
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,13 +90,14 @@ class LayerRule:
     a tuple of (B, T, ·) tensors (sliced and concatenated along T alike); ``finish`` then makes one tensor.
     """
 
+    # Each function takes the layer (of the rule's type) first, so their arguments are typed loosely here.
     # (module, raw layer input, layer output) -> a (B, T, ·) tensor, or a tuple of them, kept from the forward hook
-    prepare: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
+    prepare: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
     norms_sq: Callable[..., Tensors]
     clipped_sum: Callable[..., Tensors] | None = None
-    check: Callable[[nn.Module], None] | None = None
-    finish: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
-    span: Callable[[nn.Module, torch.Tensor], tuple[int, int] | None] | None = None
+    check: Callable[..., None] | None = None  # (module)
+    finish: Callable[..., torch.Tensor] | None = None  # (module, prepared input)
+    span: Callable[..., tuple[int, int] | None] | None = None  # (module, prepared input)
     # clipped_sum for several layers of this type that read the same input A:
     # (modules, A, [G], [c], step, [state]) -> [Tensors]
     clipped_sum_shared: Callable[..., list[Tensors]] | None = None
@@ -340,7 +342,7 @@ def _layer_norm_prepare(module: nn.LayerNorm, x: torch.Tensor, output: torch.Ten
                         ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = _tokens(module.normalized_shape)
     x = x.detach().reshape(x.shape[0], _tokens(x.shape[1:]) // n, n)
-    node = output.grad_fn
+    node: Any = output.grad_fn  # autograd's node: its saved tensors are untyped attributes
     if type(node).__name__ == "NativeLayerNormBackward0":
         # Autograd saved each token's mean μ and 1/√(σ² + eps) for its own backward: keep references,
         # so that x̂ costs two element-wise operations later instead of a second normalisation.
@@ -441,9 +443,14 @@ def cross_term_for(module_a: nn.Module, name_a: str, module_b: nn.Module, name_b
             if (cls_a, name_a, cls_b, name_b) in CROSS_TERMS:
                 return CROSS_TERMS[(cls_a, name_a, cls_b, name_b)]
             if (cls_b, name_b, cls_a, name_a) in CROSS_TERMS:
-                swapped = CROSS_TERMS[(cls_b, name_b, cls_a, name_a)]
-                return lambda ma, Aa, Ga, mb, Ab, Gb, f=swapped: f(mb, Ab, Gb, ma, Aa, Ga)
+                return _swapped(CROSS_TERMS[(cls_b, name_b, cls_a, name_a)])
     return None
+
+
+def _swapped(inner: InnerFn) -> InnerFn:
+    def swapped(ma, Aa, Ga, mb, Ab, Gb) -> torch.Tensor:
+        return inner(mb, Ab, Gb, ma, Aa, Ga)
+    return swapped
 
 
 def _linear_weight_inner(ma, A, G, mb, A2, G2) -> torch.Tensor:
