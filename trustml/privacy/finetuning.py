@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 VARIANTS = ("scratch", "head", "lora", "full")
-GRID_PATH = pathlib.Path(__file__).with_name("data") / "dp_finetuning_grid.json"
+GRID_PATH = pathlib.Path(__file__).with_name("dp_finetuning_grid.json")
 LORA_TARGETS = ("query", "value")
 
 
