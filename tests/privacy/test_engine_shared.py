@@ -283,3 +283,16 @@ def test_the_written_gradients_hold_no_graph():
     engine = ClippingEngine(model, max_grad_norm=1.0)
     engine.clipped_sum(cross_entropy(model, ids_batch()))
     assert not any(p.grad.requires_grad for p in model.parameters())
+
+
+def test_a_submodule_called_alone_does_not_reuse_the_last_batch_size():
+    # The batch size comes from the hooked model's own call; calling only a part of it afterwards must not
+    # expand one-row outputs to the previous batch's size.
+    model = BroadcastPositions()
+    engine = ClippingEngine(model, max_grad_norm=1.0)
+    ids, labels = ids_batch(B=6, classes=3)
+    engine.clipped_sum(cross_entropy(model, (ids, labels)))
+    positions = model.position(torch.arange(5).unsqueeze(0))  # (1, T, d): no broadcast without the model call
+    losses = (model.token(ids[:4]) + positions).sum((1, 2))
+    with pytest.raises(ValueError, match="saw a batch of 1 rows"):
+        engine.clipped_sum(losses)

@@ -327,6 +327,7 @@ class ClippingEngine:
         for layer in self.layers:
             layer.records.clear()
         self._broadcast = []
+        self._batch_size = None  # set again by the next forward pass of the whole model
 
     # ------------------------------------------------------------------ the step
     def micro_batch_groups(self, batch_size: int, *, n_groups: int | None = None,
@@ -407,7 +408,9 @@ class ClippingEngine:
                     continue
                 if G.shape[0] != B:
                     raise ValueError(f"layer {layer.name!r} saw a batch of {G.shape[0]} rows but losses has {B}: "
-                                     "the engine assumes batch-first inputs and one forward pass per step")
+                                     "the engine assumes batch-first inputs and one forward pass per step (a "
+                                     "one-row input is broadcast only when the hooked model itself is called, "
+                                     "its first tensor argument giving the batch size)")
                 As.append(A)
                 Gs.append(G.reshape(B, n_tokens(A), -1))
             if not As:
