@@ -16,6 +16,9 @@ One step of :class:`DistributedDPSGD`, with W ranks:
 4. every rank divides by the expected global batch qN, steps its optimizer and records (σ, q) with its
    accountant: the replicas stay identical and every rank reports the same ε.
 
+A step that fails on one rank (a non-finite loss is refused before anything is written) leaves the other
+ranks waiting in the all-reduce until the process group's timeout ends the job: fix the data, not the rank.
+
 Why the noise is added on rank 0 before the all-reduce, not drawn identically on every rank after it: one
 generator holds the noise stream, and the all-reduce hands every rank the same result, so the replicas
 stay bit-for-bit identical by construction. Identical draws on W ranks would need W generators kept in
