@@ -337,7 +337,12 @@ def benchmark_pretrained(model: str = "minilm", *, batch_size: int | None = None
         times, peaks = [], []
         for _ in range(repeats):
             for p in replica.parameters():
-                p.grad = None  # every method starts its step without the previous step's gradients
+                # every method starts its step without the previous step's gradients (Opacus also keeps
+                # per-example gradients or norms on the parameters until its next zero_grad)
+                p.grad = None
+                for attribute in ("grad_sample", "_current_grad_sample", "_norm_sample"):
+                    if getattr(p, attribute, None) is not None:
+                        setattr(p, attribute, None)
             with PeakMemory(device_, trim) as memory:
                 start = clock()
                 step()
