@@ -1,6 +1,7 @@
 """Time one DP-SGD training step: trustml's engine against Opacus and a naive per-example loop.
 
     python -m trustml.bench dpsgd [--quick] [--device cpu|cuda] [--threads N]
+    python -m trustml.bench dpsgd --model minilm|gpt2   # pretrained-size models (trustml.bench.dpsgd_pretrained)
 
 For each model (the embedding intent classifier and the small Transformer) and each method, one
 training step (forward, backward, clipping, noise, Adam update) on the same batch of the book's intent
@@ -26,7 +27,7 @@ from torch import nn
 
 from trustml.threads import limit_threads
 
-Step = Callable[[], None]
+Step = Callable[[], object]
 LOSS = nn.CrossEntropyLoss()
 
 
@@ -219,12 +220,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: the steadiest ratios on a shared machine; "
                              "0 = torch's default)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 5 quick, 25 full)")
+    parser.add_argument("--model", default="small", choices=["small", "minilm", "gpt2"],
+                        help="small: the book's two classifiers (default); minilm: the pretrained MiniLM-L6, full "
+                             "fine-tuning, batch 32 x 32; gpt2: a GPT-2-small-shaped LM, batch 8 x 64")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 256 (small), 32 (minilm), 8 (gpt2)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per method (small: 5 quick, 25 full; minilm/gpt2: 1 quick, 3 full)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.model != "small":
+        from trustml.bench.dpsgd_pretrained import run_and_print
+
+        result = run_and_print(args.model, quick=args.quick, device=args.device, threads=args.threads or None,
+                               repeats=args.repeats, batch_size=args.batch_size)
+        print(json.dumps({args.model: result}))
+        return 0
+    args.batch_size = args.batch_size or 256
     table = benchmark_dpsgd(quick=args.quick, device=args.device, batch_size=args.batch_size, repeats=args.repeats,
                             threads=args.threads or None, seed=args.seed, progress=True)
     used = args.threads or torch.get_num_threads()

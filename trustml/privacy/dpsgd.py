@@ -19,7 +19,8 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
+from typing import cast
 
 import torch
 from opacus.accountants import create_accountant
@@ -36,6 +37,12 @@ from trustml.privacy.validation import check_delta, check_epochs, check_positive
 #: Sensitivity of the clipped sum, in units of C, under add/remove-one adjacency.
 #: Micro-batch: adding x to a non-empty micro-batch changes clip(mean) by up to 2C (‖clip(a) − clip(b)‖ ≤ 2C).
 SENSITIVITY = {"per_example": 1.0, "micro_batch": 2.0}
+
+
+def _written_grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad is None:  # the engine writes every parameter it clips; noise must never skip one
+        raise RuntimeError(f"no clipped gradient was written for a parameter of shape {tuple(p.shape)}")
+    return p.grad
 
 
 class PoissonSamplingRequired(RuntimeError):
@@ -100,7 +107,7 @@ class DPSGD:
         Runs ``steps`` steps, or ``epochs`` × ⌊1/q⌋ (default: the ``epochs`` given to the constructor).
         Fixes q and N for the accountant and, with a target ε, the noise multiplier.
         """
-        n = len(dataset)
+        n = len(cast(Sized, dataset))  # a map-style dataset with __len__
         if (batch_size is None) == (sample_rate is None):
             raise ValueError("pass exactly one of batch_size (expected) and sample_rate")
         if batch_size is not None:
@@ -120,6 +127,8 @@ class DPSGD:
                 raise ValueError("pass epochs or steps (or epochs to the constructor)")
             steps = max(1, round(check_epochs(epochs) * self.steps_per_epoch))
         if self.target_epsilon is not None and self.noise_multiplier is None:
+            if self.epochs is None or self.delta is None:  # the constructor requires both with target_epsilon
+                raise RuntimeError("target_epsilon needs delta and epochs")
             self.planned_steps = max(1, round(self.epochs * self.steps_per_epoch))
             self.noise_multiplier = get_noise_multiplier(
                 target_epsilon=self.target_epsilon, sample_rate=q, delta=self.delta, steps=self.planned_steps,
@@ -167,8 +176,9 @@ class DPSGD:
 
     def expected_units(self, batch_size: int) -> float:
         """The divisor of the noisy sum: the expected batch size qN (or the number of micro-batches)."""
-        expected = self.sample_rate * self.dataset_size if self.sample_rate is not None else batch_size
-        if self.mode == "micro_batch":
+        expected = (self.sample_rate * self.dataset_size if self.sample_rate is not None and self.dataset_size
+                    else batch_size)
+        if self.engine.micro_batch_size is not None:  # micro_batch mode
             return float(max(1, math.ceil(expected / self.engine.micro_batch_size)))
         return float(expected)
 
@@ -185,6 +195,10 @@ class DPSGD:
     def privatize(self, losses: torch.Tensor) -> ClipStats:
         """Replace every ``p.grad`` by the noisy mean clipped gradient of this batch and record the step."""
         sigma, batch = self.current_noise_multiplier, losses.shape[0] if losses.dim() else 0
+        if batch == 0 and losses.dim() == 1 and not self._poisson_pending:
+            raise ValueError("empty batch: only a Poisson-sampled batch (DPSGD.poisson_loader) may be empty, where "
+                             "the step adds pure noise divided by the expected batch size qN; pass at least one "
+                             "example")
         groups = None
         if self.mode == "micro_batch":
             n_groups = int(self.expected_units(batch))
@@ -194,11 +208,9 @@ class DPSGD:
         stats = self.engine.clipped_sum(losses, groups=groups)
         divisor = self.expected_units(batch)
         with torch.no_grad():
-            grads = [p.grad for layer in self.engine.layers for p in layer.params.values()]
-            noises = [torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
-                      for g in grads]
-            torch._foreach_add_(grads, noises, alpha=sigma * self.sensitivity)  # one call for all parameters
-            torch._foreach_div_(grads, divisor)
+            # each parameter once: a tied parameter gets one noise draw and one division
+            self._noise_and_average([_written_grad(p) for p in self.engine.parameters()],
+                                    std=sigma * self.sensitivity, divisor=divisor)
         if self._poisson_pending:
             self.accountant.step(noise_multiplier=sigma, sample_rate=self.sample_rate)
         else:
@@ -208,6 +220,16 @@ class DPSGD:
         if self.planned_steps is not None and self.steps_taken == self.planned_steps + 1 and not self.unsampled_steps:
             self._check_budget(self._spent(self.delta), "spent", f"after {self.steps_taken} steps, ")
         return stats
+
+    def _add_noise(self, grads: list[torch.Tensor], *, std: float) -> None:
+        noises = [torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
+                  for g in grads]
+        torch._foreach_add_(grads, noises, alpha=std)  # one call for all parameters
+
+    def _noise_and_average(self, grads: list[torch.Tensor], *, std: float, divisor: float) -> None:
+        """Clipped sums -> (sum + N(0, std²)) / divisor, in place (multi-process training also all-reduces)."""
+        self._add_noise(grads, std=std)
+        torch._foreach_div_(grads, divisor)
 
     def step(self, losses: torch.Tensor) -> ClipStats:
         """One DP-SGD step from the (B,) per-example ``losses`` of the last forward pass."""
@@ -307,6 +329,8 @@ def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | 
         if private:
             dp.detach()
     if private:
+        if dp.noise_multiplier is None or dp.sample_rate is None:  # poisson_loader fixed both before training
+            raise RuntimeError("training ended without a noise multiplier and sample rate")
         return PrivateTraining(model, dp.epsilon(delta), delta, dp.noise_multiplier, dp.sample_rate, dp.steps_taken,
                                accountant, dp.history, losses, mode, noise_decay)
     return PrivateTraining(model, math.inf, delta, 0.0, loader.sample_rate, len(loader), accountant, [], losses,

@@ -41,16 +41,16 @@ def naive_clipped_sum(model: nn.Module, loss_fn: LossFn, batch: tuple, *, max_gr
     units = [torch.tensor([i]) for i in range(size)] if groups is None else \
         [torch.nonzero(groups == g).flatten() for g in torch.unique(groups)]
     for index in units:
-        grads = torch.autograd.grad(loss_fn(model, _rows(batch, index)).mean(), list(params.values()),
-                                    allow_unused=True)
-        grads = {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(params.items(), grads)}
+        raw = torch.autograd.grad(loss_fn(model, _rows(batch, index)).mean(), list(params.values()),
+                                  allow_unused=True)
+        grads = {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(params.items(), raw)}
         if layer_max_grad_norms is None:
-            norm = torch.sqrt(sum(g.square().sum() for g in grads.values()))
+            norm = torch.stack([g.square().sum() for g in grads.values()]).sum().sqrt()
             factor = {n: (max_grad_norm / (norm + STABILITY)).clamp(max=1.0) for n in grads}
         else:
-            layer_norm = {}
+            layer_norm: dict[str, torch.Tensor] = {}
             for n, g in grads.items():
-                layer_norm[owner[n]] = layer_norm.get(owner[n], 0.0) + g.square().sum()
+                layer_norm[owner[n]] = layer_norm.get(owner[n], torch.zeros((), dtype=g.dtype)) + g.square().sum()
             factor = {n: (layer_max_grad_norms[owner[n]] / (layer_norm[owner[n]].sqrt() + STABILITY)).clamp(max=1.0)
                       for n in grads}
         for n, g in grads.items():

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import operator
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,13 +90,14 @@ class LayerRule:
     a tuple of (B, T, ·) tensors (sliced and concatenated along T alike); ``finish`` then makes one tensor.
     """
 
+    # Each function takes the layer (of the rule's type) first, so their arguments are typed loosely here.
     # (module, raw layer input, layer output) -> a (B, T, ·) tensor, or a tuple of them, kept from the forward hook
-    prepare: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
+    prepare: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
     norms_sq: Callable[..., Tensors]
     clipped_sum: Callable[..., Tensors] | None = None
-    check: Callable[[nn.Module], None] | None = None
-    finish: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
-    span: Callable[[nn.Module, torch.Tensor], tuple[int, int] | None] | None = None
+    check: Callable[..., None] | None = None  # (module)
+    finish: Callable[..., torch.Tensor] | None = None  # (module, prepared input)
+    span: Callable[..., tuple[int, int] | None] | None = None  # (module, prepared input)
     # clipped_sum for several layers of this type that read the same input A:
     # (modules, A, [G], [c], step, [state]) -> [Tensors]
     clipped_sum_shared: Callable[..., list[Tensors]] | None = None
@@ -105,6 +107,9 @@ class LayerRule:
 
 
 RULES: dict[type[nn.Module], LayerRule] = {}
+#: Rules for layer types of optional libraries, by qualified class name: registered on first sight, so that
+#: importing trustml does not import them (``transformers`` alone takes over a second).
+LAZY_RULES: dict[str, Callable[[], LayerRule]] = {}
 
 
 def register_rule(layer_type: type[nn.Module], rule: LayerRule) -> None:
@@ -112,9 +117,15 @@ def register_rule(layer_type: type[nn.Module], rule: LayerRule) -> None:
     RULES[layer_type] = rule
 
 
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def rule_for(module: nn.Module) -> LayerRule | None:
     """The rule of ``module``'s type or of its nearest registered base class."""
     for cls in type(module).__mro__:
+        if cls not in RULES and _qualified_name(cls) in LAZY_RULES:
+            register_rule(cls, LAZY_RULES[_qualified_name(cls)]())
         if cls in RULES:
             return RULES[cls]
     return None
@@ -331,7 +342,7 @@ def _layer_norm_prepare(module: nn.LayerNorm, x: torch.Tensor, output: torch.Ten
                         ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = _tokens(module.normalized_shape)
     x = x.detach().reshape(x.shape[0], _tokens(x.shape[1:]) // n, n)
-    node = output.grad_fn
+    node: Any = output.grad_fn  # autograd's node: its saved tensors are untyped attributes
     if type(node).__name__ == "NativeLayerNormBackward0":
         # Autograd saved each token's mean μ and 1/√(σ² + eps) for its own backward: keep references,
         # so that x̂ costs two element-wise operations later instead of a second normalisation.
@@ -384,5 +395,95 @@ register_rule(nn.LayerNorm, LayerRule(
 ))
 
 
+# ---------------------------------------------------------------- Conv1D (Hugging Face: GPT-2)
+def _conv1d_clipped_sum(module: nn.Module, A: torch.Tensor, G: torch.Tensor, c: torch.Tensor, step: Step,
+                        state: dict) -> Tensors:
+    # Conv1D computes x W + b with W of shape (d_in, d_out), the transpose of nn.Linear's: ∇W_i = A_iᵀG_i and
+    # Σ_i c_i A_iᵀG_i = Aᵀ(c·G) over all B·T rows (norms are those of the transpose: the Linear rule's).
+    sums = {}
+    if module.weight.requires_grad:
+        sums["weight"] = A.reshape(-1, A.shape[-1]).T @ (G * c.view(-1, 1, 1)).reshape(-1, G.shape[-1])
+    if module.bias is not None and module.bias.requires_grad:
+        sums["bias"] = c @ state["bias"] if "bias" in state else c @ G.sum(1)
+    return sums
+
+
+def _conv1d_rule() -> LayerRule:
+    return LayerRule(prepare=lambda module, x, output: as_tokens(x), norms_sq=_linear_norms_sq,
+                     clipped_sum=_conv1d_clipped_sum)
+
+
+LAZY_RULES["transformers.pytorch_utils.Conv1D"] = _conv1d_rule
+
+
 def supported_layers() -> list[str]:
-    return sorted(cls.__name__ for cls in RULES)
+    return sorted([cls.__name__ for cls in RULES] + [name for name in LAZY_RULES
+                                                     if not any(_qualified_name(cls) == name for cls in RULES)])
+
+
+# ---------------------------------------------------------------- shared (tied) parameters
+# A parameter θ used by two layers a and b (GPT-2's output projection is its token embedding) has the
+# per-example gradient ∇θ_i = ∇ᵃθ_i + ∇ᵇθ_i, so ‖∇θ_i‖² = ‖∇ᵃθ_i‖² + ‖∇ᵇθ_i‖² + 2⟨∇ᵃθ_i, ∇ᵇθ_i⟩: the engine
+# adds the cross term from these functions, ``inner(module_a, A_a, G_a, module_b, A_b, G_b) -> (B,)``. Clipped
+# sums simply add. A pair of layer types (and parameter names) without an entry is refused.
+InnerFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+CROSS_TERMS: dict[tuple[type[nn.Module], str, type[nn.Module], str], InnerFn] = {}
+
+
+def register_cross_term(type_a: type[nn.Module], name_a: str, type_b: type[nn.Module], name_b: str,
+                        inner: InnerFn) -> None:
+    """Teach the engine ⟨∇ᵃθ_i, ∇ᵇθ_i⟩ for a parameter shared as ``type_a.name_a`` and ``type_b.name_b``."""
+    CROSS_TERMS[(type_a, name_a, type_b, name_b)] = inner
+
+
+def cross_term_for(module_a: nn.Module, name_a: str, module_b: nn.Module, name_b: str) -> InnerFn | None:
+    """The inner-product function for this pair (either order; nearest registered base classes), or None."""
+    for cls_a in type(module_a).__mro__:
+        for cls_b in type(module_b).__mro__:
+            if (cls_a, name_a, cls_b, name_b) in CROSS_TERMS:
+                return CROSS_TERMS[(cls_a, name_a, cls_b, name_b)]
+            if (cls_b, name_b, cls_a, name_a) in CROSS_TERMS:
+                return _swapped(CROSS_TERMS[(cls_b, name_b, cls_a, name_a)])
+    return None
+
+
+def _swapped(inner: InnerFn) -> InnerFn:
+    def swapped(ma, Aa, Ga, mb, Ab, Gb) -> torch.Tensor:
+        return inner(mb, Ab, Gb, ma, Aa, Ga)
+    return swapped
+
+
+def _linear_weight_inner(ma, A, G, mb, A2, G2) -> torch.Tensor:
+    # ⟨G_iᵀA_i, G'_iᵀA'_i⟩ = Σ_{t,s} ⟨a_t, a'_s⟩⟨g_t, g'_s⟩: the ghost norm's formula across the two layers
+    return (torch.bmm(A, A2.transpose(1, 2)) * torch.bmm(G, G2.transpose(1, 2))).sum((1, 2))
+
+
+def _bias_inner(ma, A, G, mb, A2, G2) -> torch.Tensor:
+    return (G.sum(1) * G2.sum(1)).sum(1)  # ⟨Σ_t g_t, Σ_s g'_s⟩
+
+
+def _embedding_inner(ma, ids, G, mb, ids2, G2) -> torch.Tensor:
+    # ⟨∇E_i, ∇'E_i⟩ = Σ_{t,s} [id_t = id'_s ≠ pad] ⟨g_t, g'_s⟩
+    same = (ids.unsqueeze(2) == ids2.unsqueeze(1)) & (ids >= 0).unsqueeze(2)
+    return (torch.bmm(G, G2.transpose(1, 2)) * same.to(G.dtype)).sum((1, 2))
+
+
+def _embedding_linear_inner(me, ids, G_e, ml, A, G_l) -> torch.Tensor:
+    # ∇E_i = Σ_t e_{id_t} g_tᵀ (rows of E) and ∇W_i = Σ_s g'_s a_sᵀ with W = E (V × d, an output projection
+    # tied to the embedding), so ⟨∇E_i, ∇W_i⟩ = Σ_{t,s} g'_s[id_t] ⟨g_t, a_s⟩: no (V × d) tensor per example.
+    index = ids.clamp(min=0).unsqueeze(1).expand(-1, G_l.shape[1], -1)  # (B, S, T)
+    picked = torch.gather(G_l, 2, index) * (ids >= 0).unsqueeze(1).to(G_l.dtype)  # g'_s[id_t], padding excluded
+    return (picked * torch.bmm(A, G_e.transpose(1, 2))).sum((1, 2))
+
+
+def _layer_norm_inner(name: str) -> InnerFn:
+    def inner(ma, xhat, G, mb, xhat2, G2) -> torch.Tensor:
+        return (_layer_norm_per_example(ma, xhat, G)[name] * _layer_norm_per_example(mb, xhat2, G2)[name]).sum(1)
+    return inner
+
+
+for _name, _inner in (("weight", _linear_weight_inner), ("bias", _bias_inner)):
+    register_cross_term(nn.Linear, _name, nn.Linear, _name, _inner)
+    register_cross_term(nn.LayerNorm, _name, nn.LayerNorm, _name, _layer_norm_inner(_name))
+register_cross_term(nn.Embedding, "weight", nn.Embedding, "weight", _embedding_inner)
+register_cross_term(nn.Embedding, "weight", nn.Linear, "weight", _embedding_linear_inner)

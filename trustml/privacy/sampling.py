@@ -8,7 +8,8 @@ through Opacus' ``DPDataLoader`` (which also handles empty batches).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
+from typing import cast
 
 import torch
 from opacus.data_loader import DPDataLoader
@@ -27,7 +28,8 @@ class PoissonBatches:
 
     def __init__(self, dataset: Dataset, *, sample_rate: float, steps: int, seed: int | None = None,
                  on_batch: Callable[[], None] | None = None):
-        if len(dataset) < 1:
+        self.size = len(cast(Sized, dataset))  # a map-style dataset with __len__
+        if self.size < 1:
             raise ValueError("dataset must not be empty")
         self.dataset, self.sample_rate, self.steps = dataset, check_sample_rate(sample_rate), check_steps(steps)
         self.generator = torch.Generator()
@@ -39,14 +41,14 @@ class PoissonBatches:
 
     @property
     def expected_batch_size(self) -> float:
-        return self.sample_rate * len(self.dataset)
+        return self.sample_rate * self.size
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self) -> Iterator:
         if isinstance(self.dataset, TensorDataset):
-            sampler = UniformWithReplacementSampler(num_samples=len(self.dataset), sample_rate=self.sample_rate,
+            sampler = UniformWithReplacementSampler(num_samples=self.size, sample_rate=self.sample_rate,
                                                     generator=self.generator, steps=self.steps)
             batches = (tuple(t[torch.as_tensor(indices, dtype=torch.long)] for t in self.dataset.tensors)
                        for indices in sampler)
