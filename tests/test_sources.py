@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tools.lint import missing_imports, ruff_findings
+from tools.lint import missing_imports, mypy_findings, ruff_findings
 from tools.sync import check, read_source, write_all
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -76,3 +76,17 @@ def test_missing_import_check_catches_a_renamed_function():
     cell = next(c for c in chapter.cells if "from trustml.privacy import" in c.source)
     cell.source = cell.source.replace("gaussian_delta", "gaussian_delta_renamed")
     assert any("gaussian_delta_renamed" in found for found in missing_imports(chapter))
+
+
+@pytest.mark.slow
+def test_trustml_passes_mypy():
+    assert mypy_findings() == []
+
+
+def test_mypy_findings_report_a_type_error(tmp_path: pathlib.Path):
+    (tmp_path / "trustml").mkdir()
+    (tmp_path / "trustml" / "__init__.py").write_text('def half(x: int) -> int:\n    return x / 2\n')
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    found = mypy_findings(tmp_path)
+    assert len(found) == 1 and "Incompatible return value type" in found[0]
+
