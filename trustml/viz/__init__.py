@@ -145,6 +145,8 @@ def slider_figure(table: pd.DataFrame, *, slider: str, x: str, y: str, hue: str 
     return figure
 
 
+#: A live explorer's figure, in pixels (drawn at 100 dpi).
+FIGURE_PX = (600, 350)
 #: CSS classes of a live explorer's widgets, for the browser test and for styling.
 EXPLORER_CLASS, EXPLORER_ERROR_CLASS = "trustml-live-explorer", "trustml-explorer-error"
 
@@ -156,7 +158,7 @@ def _render_png(table: pd.DataFrame, *, x: str, y: str, hue: str | None, title: 
 
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 3.5))
+    figure = Figure(figsize=(FIGURE_PX[0] / 100, FIGURE_PX[1] / 100))
     static_figure(table, x=x, y=y, hue=hue, title=title, logx=logx, ax=figure.subplots())
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -212,7 +214,9 @@ def live_explorer(compute: Callable[..., pd.DataFrame], *, x: str, y: str, hue: 
         return _render_png(compute(**{name: c.value for name, c in controls.items()}), x=x, y=y, hue=hue,
                            title=title, logx=logx)
 
-    image = ipywidgets.Image(value=draw(), format="png")  # errors of the first draw fail the cell
+    # errors of the first draw fail the cell; the figure keeps its own size (not stretched to the cell's width)
+    image = ipywidgets.Image(value=draw(), format="png", layout=ipywidgets.Layout(
+        width=f"{FIGURE_PX[0]}px", max_width="100%", height="auto", align_self="flex-start"))
     status = ipywidgets.HTML(value="")
     box = ipywidgets.VBox([*controls.values(), image, status])
     box.add_class(EXPLORER_CLASS)

@@ -1,0 +1,241 @@
+"""The reader's two other environments, built from scratch, each running every notebook at QUICK size.
+
+    python -m tools.envs colab latest      # both (CI: bash tools/test-envs.sh)
+    python -m tools.envs colab --parts fairness
+
+``colab``   Google Colab as a workshop participant meets it: Colab's preinstalled versions first
+            (``COLAB_PREINSTALLED``: ipywidgets 7.7.1, numpy 2.0.2, pandas 2.2.2, matplotlib 3.10, ipykernel
+            6.17, ipython 7.34, plotly 5.24, with torch and the other libraries Colab ships), then for each part
+            a runtime of its own that installs the package exactly as that part's Colab cell does
+            (``pip install -q "trustml[<part>] @ ..."``, no constraints file) and runs the part's notebooks.
+            The cell installs from GitHub at the release tag; CI has no GitHub access, so here the same
+            requirement points at the local checkout (``trustml[<part>] @ file://...``). The install time
+            is measured with the preinstalled packages present, as in Colab. Colab runs Python 3.12; CI has 3.11.
+``latest``  the "Run it yourself" page's commands on a fresh venv (``pip install -e ".[lab]"``: the package's
+            lower bounds only, so pip takes the newest release of everything), then every notebook, then
+            JupyterLab is started and must list the widget extension. torch is the one exception: the
+            ``torch==2.13.0`` CPU wheel first (the page says so too), because a newer torch from the index is a
+            multi-GB CUDA build.
+
+Notebooks run with the stock ``papermill`` command (the reader's), in the environment's own kernel.
+Results (resolved versions, install and run times, failures) go to test-artifacts/envs/<env>.json; the
+last line is "envs: N passed, N failed". tools/workshop_table.py turns the colab results into the
+workshop plan's times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tools.book_meta import PARTS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENVS = ROOT / ".envs"
+RESULTS = ROOT / "test-artifacts" / "envs"
+#: What Colab has before a notebook's first cell runs (Colab's current versions of the libraries the book uses).
+COLAB_PREINSTALLED = [
+    "torch==2.13.0",  # Colab ships a CUDA torch 2.x; here the CPU wheel of the CI
+    "numpy==2.0.2", "pandas==2.2.2", "matplotlib==3.10.0", "ipykernel==6.17.1", "ipython==7.34.0",
+    "ipywidgets==7.7.1", "plotly==5.24.1",
+    "scipy==1.16.3", "scikit-learn==1.6.1", "tokenizers==0.22.1", "transformers==4.57.1", "tqdm==4.67.1",
+]
+#: The torch of the CI (README): the CPU wheel, installed before the package in every environment.
+TORCH = "torch==2.13.0"
+#: The harness, not the reader's environment: the papermill command that runs each notebook.
+HARNESS = ["papermill>=2.5"]
+KEY_PACKAGES = ["python", "trustml", "torch", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "plotly",
+                "ipywidgets", "ipykernel", "ipython", "jupyter_client", "nbclient", "pyzmq", "papermill", "opacus",
+                "flwr", "flwr-datasets", "ray", "fairlearn", "transformers", "tokenizers", "jupyterlab",
+                "jupyterlab_widgets"]
+NOTEBOOK_TIMEOUT_S = 600
+
+
+def notebooks(part: str | None = None) -> list[pathlib.Path]:
+    parts = [part] if part else list(PARTS)
+    return [p for name in parts for p in sorted((ROOT / "book" / name).glob("*.ipynb"))]
+
+
+def reader_environment() -> dict[str, str]:
+    """The variables a notebook run gets: offline hub and Flower, no PYTHONPATH (the env's own trustml)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", FLWR_TELEMETRY_ENABLED="0",
+               FLWR_DISABLE_UPDATE_CHECK="1", FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
+    clinc = ROOT.parent / "shared" / "data" / "clinc150"
+    if "TRUSTML_CLINC150" not in env and (clinc / "data_full.json").is_file():
+        env["TRUSTML_CLINC150"] = str(clinc)
+    return env
+
+
+def run(command: list[str], *, cwd: pathlib.Path = ROOT, timeout: float | None = None) -> float:
+    """Run ``command`` (raising with its output on failure); returns its wall time in seconds."""
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=reader_environment(), capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                           f"{done.stderr[-3000:]}")
+    return round(time.perf_counter() - start, 1)
+
+
+def site_packages(venv: pathlib.Path) -> pathlib.Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+def new_venv(venv: pathlib.Path) -> pathlib.Path:
+    """A fresh venv with a current pip; returns its python."""
+    shutil.rmtree(venv, ignore_errors=True)
+    run([sys.executable, "-m", "venv", str(venv)])
+    python = venv / "bin" / "python"
+    run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    return python
+
+
+def install_kernel(python: pathlib.Path) -> None:
+    """The env's python as the ``python3`` kernel of its own prefix (papermill -k python3 finds it first)."""
+    run([str(python), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"])
+
+
+def versions(python: pathlib.Path) -> dict[str, str]:
+    code = ("import importlib.metadata as m, json, platform, sys; names = json.loads(sys.argv[1]); "
+            "out = {'python': platform.python_version()}\n"
+            "for n in names[1:]:\n"
+            "    try: out[n] = m.version(n)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(out))")
+    done = subprocess.run([str(python), "-c", code, json.dumps(KEY_PACKAGES)], capture_output=True, text=True,
+                          env=reader_environment(), check=True)
+    return json.loads(done.stdout)
+
+
+def run_notebook(python: pathlib.Path, notebook: pathlib.Path, out_dir: pathlib.Path) -> dict:
+    """One notebook at QUICK with the stock papermill command of ``python``'s environment."""
+    target = out_dir / notebook.relative_to(ROOT)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(python), "-m", "papermill", str(notebook), str(target), "-p", "QUICK", "True", "-k", "python3",
+               "--cwd", str(notebook.parent), "--no-progress-bar", "--execution-timeout", str(NOTEBOOK_TIMEOUT_S)]
+    record: dict = {"notebook": str(notebook.relative_to(ROOT))}
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, env=reader_environment(), capture_output=True, text=True,
+                              timeout=NOTEBOOK_TIMEOUT_S + 120)
+        record["ok"] = done.returncode == 0
+        if not record["ok"]:
+            record["error"] = (done.stderr or done.stdout)[-2500:]
+    except subprocess.TimeoutExpired:
+        record.update(ok=False, error=f"papermill did not finish within {NOTEBOOK_TIMEOUT_S + 120} s (a stall?)")
+    record["quick_s"] = round(time.perf_counter() - start, 1)
+    print(f"  {'ok  ' if record['ok'] else 'FAIL'} {record['notebook']} ({record['quick_s']} s)", flush=True)
+    return record
+
+
+def colab(parts: list[str]) -> dict:
+    """Colab's preinstalled versions, then one runtime per part installing that part as its Colab cell does."""
+    base = ENVS / "colab-base"
+    print(f"colab: preinstalling Colab's packages into {base}", flush=True)
+    base_python = new_venv(base)
+    base_s = run([str(base_python), "-m", "pip", "install", "-q", *COLAB_PREINSTALLED, *HARNESS], timeout=1800)
+    result: dict = {"env": "colab", "preinstalled": COLAB_PREINSTALLED, "preinstall_s": base_s, "parts": {}}
+    for part in parts:
+        venv = ENVS / f"colab-{part}"
+        python = new_venv(venv)
+        # Colab's preinstalled packages are visible to the runtime's pip and python, as in Colab.
+        (site_packages(venv) / "_colab_preinstalled.pth").write_text(str(site_packages(base)) + "\n")
+        requirement = f"trustml[{part}] @ {ROOT.as_uri()}"
+        print(f"colab/{part}: pip install -q \"{requirement}\"", flush=True)
+        install_s = run([str(python), "-m", "pip", "install", "-q", requirement], timeout=1800)
+        install_kernel(python)
+        shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' build folder of the non-editable install
+        records = [run_notebook(python, notebook, RESULTS / "colab" / part) for notebook in notebooks(part)]
+        result["parts"][part] = {"install": f'pip install -q "{requirement}"', "install_s": install_s,
+                                 "versions": versions(python), "notebooks": records}
+        shutil.rmtree(venv, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
+    return result
+
+
+def jupyterlab_serves_widgets(venv: pathlib.Path) -> dict:
+    """``jupyter lab book/`` as the page says (no browser, loopback): it answers, and lists the widget extension."""
+    extensions = subprocess.run([str(venv / "bin" / "jupyter"), "labextension", "list"], capture_output=True,
+                                text=True, env=reader_environment())
+    listed = "@jupyter-widgets/jupyterlab-manager" in extensions.stdout + extensions.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(venv / "bin" / "jupyter"), "lab", "book/", "--no-browser", "--ip=127.0.0.1",
+                               f"--port={port}", "--IdentityProvider.token=", "--allow-root"],
+                              cwd=ROOT, env=reader_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    answered = False
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not answered:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=5) as page:
+                    answered = page.status == 200 and b"JupyterLab" in page.read()
+            except OSError:
+                time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"widget_extension_listed": listed, "lab_answered": answered}
+
+
+def latest() -> dict:
+    """The run-it-yourself page's commands in a fresh venv: newest releases above the package's lower bounds."""
+    venv = ENVS / "latest"
+    python = new_venv(venv)
+    print(f"latest: {TORCH}, then pip install -e \".[lab]\" into {venv}", flush=True)
+    torch_s = run([str(python), "-m", "pip", "install", "-q", TORCH], timeout=1800)
+    install_s = run([str(python), "-m", "pip", "install", "-q", "-e", ".[lab]"], timeout=1800)
+    run([str(python), "-m", "pip", "install", "-q", *HARNESS])
+    install_kernel(python)
+    lab = jupyterlab_serves_widgets(venv)
+    records = [run_notebook(python, notebook, RESULTS / "latest") for notebook in notebooks()]
+    result = {"env": "latest", "install": 'pip install -e ".[lab]"', "torch_s": torch_s, "install_s": install_s,
+              "versions": versions(python), "jupyterlab": lab, "notebooks": records}
+    shutil.rmtree(venv, ignore_errors=True)
+    return result
+
+
+def outcomes(result: dict) -> list[tuple[str, bool]]:
+    """(check, passed) for every notebook run and environment check of one result."""
+    records = result.get("notebooks", []) + [r for p in result.get("parts", {}).values() for r in p["notebooks"]]
+    found = [(f"{result['env']}: {r['notebook']}", r["ok"]) for r in records]
+    if "jupyterlab" in result:
+        found += [(f"{result['env']}: jupyter lab {k}", v) for k, v in result["jupyterlab"].items()]
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.envs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("envs", nargs="+", choices=["colab", "latest"])
+    parser.add_argument("--parts", default=",".join(PARTS), help="colab: the parts to run (default: all)")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    checks: list[tuple[str, bool]] = []
+    for name in args.envs:
+        start = time.perf_counter()
+        result = colab(args.parts.split(",")) if name == "colab" else latest()
+        result["total_s"] = round(time.perf_counter() - start, 1)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        checks += outcomes(result)
+        print(f"{name}: {result['total_s']} s in all; results in {RESULTS / (name + '.json')}", flush=True)
+    failed = [check for check, ok in checks if not ok]
+    for check in failed:
+        print(f"FAILED {check}")
+    print(f"envs: {len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
