@@ -11,11 +11,11 @@
             The cell installs from GitHub at the release tag; CI has no GitHub access, so here the same
             requirement points at the local checkout (``trustml[<part>] @ file://...``). The install time
             is measured with the preinstalled packages present, as in Colab. Colab runs Python 3.12; CI has 3.11.
-``latest``  the "Run it yourself" page's commands on a fresh venv (``pip install -e ".[lab]"``: the package's
-            lower bounds only, so pip takes the newest release of everything), then every notebook, then
-            JupyterLab is started and must list the widget extension. torch is the one exception: the
-            ``torch==2.13.0`` CPU wheel first (the page says so too), because a newer torch from the index is a
-            multi-GB CUDA build.
+``latest``  the "Run it yourself" page's local commands, executed (``git clone`` of this checkout, a venv,
+            ``pip install -e ".[lab]"``: the package's lower bounds only, so pip takes the newest release of
+            everything; ``jupyter lab book/`` must answer and list the widget extension), then every notebook.
+            torch is the one exception: the ``torch==2.13.0`` CPU wheel first, because the newest torch from
+            the index is a multi-GB CUDA build (the page tells CPU-only readers to do the same).
 
 Notebooks run with the stock ``papermill`` command (the reader's), in the environment's own kernel.
 Results (resolved versions, install and run times, failures) go to test-artifacts/envs/<env>.json; the
@@ -41,6 +41,7 @@ from tools.book_meta import PARTS
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENVS = ROOT / ".envs"
 RESULTS = ROOT / "test-artifacts" / "envs"
+PAGE = ROOT / "book" / "run-it-yourself.md"
 #: What Colab has before a notebook's first cell runs (Colab's current versions of the libraries the book uses).
 COLAB_PREINSTALLED = [
     "torch==2.13.0",  # Colab ships a CUDA torch 2.x; here the CPU wheel of the CI
@@ -117,13 +118,14 @@ def versions(python: pathlib.Path) -> dict[str, str]:
     return json.loads(done.stdout)
 
 
-def run_notebook(python: pathlib.Path, notebook: pathlib.Path, out_dir: pathlib.Path) -> dict:
+def run_notebook(python: pathlib.Path, notebook: pathlib.Path, out_dir: pathlib.Path,
+                 root: pathlib.Path = ROOT) -> dict:
     """One notebook at QUICK with the stock papermill command of ``python``'s environment."""
-    target = out_dir / notebook.relative_to(ROOT)
+    target = out_dir / notebook.relative_to(root)
     target.parent.mkdir(parents=True, exist_ok=True)
     command = [str(python), "-m", "papermill", str(notebook), str(target), "-p", "QUICK", "True", "-k", "python3",
                "--cwd", str(notebook.parent), "--no-progress-bar", "--execution-timeout", str(NOTEBOOK_TIMEOUT_S)]
-    record: dict = {"notebook": str(notebook.relative_to(ROOT))}
+    record: dict = {"notebook": str(notebook.relative_to(root))}
     start = time.perf_counter()
     try:
         done = subprocess.run(command, env=reader_environment(), capture_output=True, text=True,
@@ -163,7 +165,7 @@ def colab(parts: list[str]) -> dict:
     return result
 
 
-def jupyterlab_serves_widgets(venv: pathlib.Path) -> dict:
+def jupyterlab_serves_widgets(venv: pathlib.Path, checkout: pathlib.Path) -> dict:
     """``jupyter lab book/`` as the page says (no browser, loopback): it answers, and lists the widget extension."""
     extensions = subprocess.run([str(venv / "bin" / "jupyter"), "labextension", "list"], capture_output=True,
                                 text=True, env=reader_environment())
@@ -173,7 +175,8 @@ def jupyterlab_serves_widgets(venv: pathlib.Path) -> dict:
         port = probe.getsockname()[1]
     server = subprocess.Popen([str(venv / "bin" / "jupyter"), "lab", "book/", "--no-browser", "--ip=127.0.0.1",
                                f"--port={port}", "--IdentityProvider.token=", "--allow-root"],
-                              cwd=ROOT, env=reader_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              cwd=checkout, env=reader_environment(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     answered = False
     try:
         deadline = time.monotonic() + 120
@@ -189,20 +192,45 @@ def jupyterlab_serves_widgets(venv: pathlib.Path) -> dict:
     return {"widget_extension_listed": listed, "lab_answered": answered}
 
 
+def page_commands(page: pathlib.Path = PAGE) -> list[str]:
+    """The shell commands of the "Run it yourself" page's local section (its first ``bash`` block), comments cut."""
+    text = page.read_text()
+    block = text[text.index("## Locally"):].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
 def latest() -> dict:
-    """The run-it-yourself page's commands in a fresh venv: newest releases above the package's lower bounds."""
-    venv = ENVS / "latest"
-    python = new_venv(venv)
-    print(f"latest: {TORCH}, then pip install -e \".[lab]\" into {venv}", flush=True)
-    torch_s = run([str(python), "-m", "pip", "install", "-q", TORCH], timeout=1800)
-    install_s = run([str(python), "-m", "pip", "install", "-q", "-e", ".[lab]"], timeout=1800)
+    """The "Run it yourself" page's commands, executed: a clone (of this checkout: CI has no GitHub), a venv,
+    ``pip install -e ".[lab]"`` (newest releases above the package's lower bounds), ``jupyter lab book/``
+    (started on loopback, checked, stopped); then every notebook at QUICK in that venv. Before the page's
+    first pip command the CPU torch wheel is installed (``TORCH``): a reader on a GPU-less machine does the
+    same (the page says how); here the newest torch from the index is a multi-GB CUDA build."""
+    home = ENVS / "latest"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    commands = page_commands()
+    if not (commands[0].startswith("git clone ") and commands[-1] == "jupyter lab book/"):
+        raise ValueError(f"{PAGE.name}: the local commands must start with git clone and end with jupyter lab book/")
+    clone = commands[0].split()[2]
+    name = clone.rstrip("/").split("/")[-1].removesuffix(".git")
+    script = ["set -euo pipefail", commands[0].replace(clone, f"{ROOT} {name}")]
+    for command in commands[1:-1]:
+        if command.startswith("pip install") and TORCH not in " ".join(script):
+            script.append(f"pip install -q {TORCH}")
+        script.append(command)
+    print("latest: " + " ; ".join(script[1:]), flush=True)
+    install_s = run(["bash", "-c", "\n".join(script)], cwd=home, timeout=2400)
+    checkout = home / name
+    venv = checkout / ".venv"
+    python = venv / "bin" / "python"
     run([str(python), "-m", "pip", "install", "-q", *HARNESS])
     install_kernel(python)
-    lab = jupyterlab_serves_widgets(venv)
-    records = [run_notebook(python, notebook, RESULTS / "latest") for notebook in notebooks()]
-    result = {"env": "latest", "install": 'pip install -e ".[lab]"', "torch_s": torch_s, "install_s": install_s,
-              "versions": versions(python), "jupyterlab": lab, "notebooks": records}
-    shutil.rmtree(venv, ignore_errors=True)
+    lab = jupyterlab_serves_widgets(venv, checkout)
+    records = [run_notebook(python, checkout / notebook.relative_to(ROOT), RESULTS / "latest", checkout)
+               for notebook in notebooks()]
+    result = {"env": "latest", "commands": script[1:], "install_s": install_s, "versions": versions(python),
+              "jupyterlab": lab, "notebooks": records}
+    shutil.rmtree(home, ignore_errors=True)
     return result
 
 
