@@ -1,7 +1,7 @@
 """The workshop plan on the front page (book/intro.md): three 90-minute sessions, core and optional notebooks,
 each with its install and run times as measured in the Colab-pins environment.
 
-    python -m tools.workshop_table [--colab test-artifacts/envs/colab.json]
+    python -m tools.workshop_table [--colab test-artifacts/envs/colab.json ...]
 
 ``python -m tools.envs colab`` measures, per part, how long the notebook's Colab cell takes to install trustml
 (Colab's preinstalled packages present) and how long each notebook takes at QUICK size; this tool writes
@@ -60,7 +60,8 @@ def minutes(name: str, times: dict[str, dict[str, float]]) -> float | None:
 
 
 def table(times: dict[str, dict[str, float]]) -> str:
-    rows = ["| Session | Notebook | Core | Install (s) | QUICK run (s) | Pair work (min) |", "|---|---|---|---|---|---|"]
+    rows = ["| Session | Notebook | Core | Install (s) | QUICK run (s) | Pair work (min) |",
+            "|---|---|---|---|---|---|"]
     for part, session in SESSIONS.items():
         for name in notebooks(part):
             core, work = PLAN.get(name, NEW_CHAPTER)
@@ -74,8 +75,8 @@ def table(times: dict[str, dict[str, float]]) -> str:
         if any(m is None for m in spent):
             rows.append(f"| {session} | {LECTURE_MIN} min | not measured yet | — |")
             continue
-        core = math.ceil(sum(m for m in spent if m is not None))
-        rows.append(f"| {session} | {LECTURE_MIN} min | {core} min | {SESSION_MIN - LECTURE_MIN - core} min |")
+        core_min = math.ceil(sum(m for m in spent if m is not None))
+        rows.append(f"| {session} | {LECTURE_MIN} min | {core_min} min | {SESSION_MIN - LECTURE_MIN - core_min} min |")
     return "\n".join(rows)
 
 
@@ -89,8 +90,8 @@ def current_times(page_text: str) -> dict[str, dict[str, float]]:
 
 
 def slack(page_text: str) -> dict[str, int]:
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\| (\d\. [^|]+) \| \d+ min \| \d+ min \| (-?\d+) min \|",
-                                                             page_text, re.MULTILINE)}
+    row = r"^\| (\d\. [^|]+) \| \d+ min \| \d+ min \| (-?\d+) min \|"
+    return {m.group(1): int(m.group(2)) for m in re.finditer(row, page_text, re.MULTILINE)}
 
 
 def render(page_text: str, times: dict[str, dict[str, float]]) -> str:
@@ -100,12 +101,13 @@ def render(page_text: str, times: dict[str, dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--colab", type=pathlib.Path, help="test-artifacts/envs/colab.json from tools.envs")
+    parser.add_argument("--colab", type=pathlib.Path, action="append", default=[],
+                        help="test-artifacts/envs/colab.json from tools.envs (repeatable: runs of some parts each)")
     args = parser.parse_args()
     text = PAGE.read_text()
     times = current_times(text)
-    if args.colab:
-        times.update(measured(json.loads(args.colab.read_text())))
+    for result in args.colab:
+        times.update(measured(json.loads(result.read_text())))
     PAGE.write_text(render(text, times))
 
 

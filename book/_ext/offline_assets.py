@@ -4,12 +4,14 @@ At build time (``config-inited``) this fetches, once, the npm registry's package
 the ipywidgets HTML manager (``npm pack``, cached under ``$TRUSTML_CACHE/site-assets`` or
 ``~/.cache/trustml/site-assets``), takes plotly.js from the plotly Python package that made the figures
 (``plotly/package_data/plotly.min.js``, the exact version the outputs ask for), and copies them with their
-licences into ``_static/vendor/``. Then:
+licences into ``_static/offline/``. Then:
 
 - ``mathjax_path`` points at the local MathJax (Sphinx's default is a CDN);
 - myst-nb's ``nb_ipywidgets_js`` loads the local RequireJS and HTML manager (its default is two CDNs);
 - RequireJS is on every page (plotly's "notebook_connected" outputs call ``require``), and the CDN path of
-  plotly.js written into those outputs (``https://cdn.plot.ly/plotly-X.min``) is replaced by the local copy.
+  plotly.js written into those outputs (``https://cdn.plot.ly/plotly-X.min``) is replaced by the local copy;
+- ``mathjax2_shim.js`` (beside this file) lets the HTML manager, which typesets with MathJax 2's API, work
+  with MathJax 3.
 
 tests/test_site.py opens every page with all other network blocked and checks that math renders and every
 plotly figure draws.
@@ -30,10 +32,11 @@ NPM_PACKAGES = {  # name: (version, files to keep, relative to the package folde
     "requirejs": ("2.3.7", ["LICENSE", "require.js"]),
     "@jupyter-widgets/html-manager": ("1.0.6", ["LICENSE", "dist"]),
 }
-VENDOR = "vendor"  # under _static
+VENDOR = "offline"  # under _static (the theme has a "vendor" folder of its own)
 MATHJAX_PATH = f"{VENDOR}/mathjax/es5/tex-mml-chtml.js"
 REQUIRE_PATH = f"{VENDOR}/requirejs/require.js"
 HTML_MANAGER_PATH = f"{VENDOR}/html-manager/dist/embed-amd.js"
+MATHJAX2_SHIM_PATH = f"{VENDOR}/mathjax2_shim.js"  # our own: book/_ext/mathjax2_shim.js
 PLOTLY_CDN = re.compile(r"https://cdn\.plot\.ly/plotly-([0-9][^'\"]*?)\.min")
 _served = {"plotly.js": "unknown"}  # the version of plotly.js the site serves
 
@@ -54,7 +57,7 @@ def fetch_npm(package: str, version: str, keep: list[str], into: pathlib.Path) -
     if stamp.exists() and stamp.read_text() == version:
         return target
     shutil.rmtree(target, ignore_errors=True)
-    downloads = into / "_tarballs"
+    downloads = cache_dir() / "tarballs"
     downloads.mkdir(parents=True, exist_ok=True)
     packed = subprocess.run(["npm", "pack", f"{package}@{version}", "--pack-destination", str(downloads)],
                             capture_output=True, text=True)
@@ -72,13 +75,17 @@ def fetch_npm(package: str, version: str, keep: list[str], into: pathlib.Path) -
 
 
 def vendor_folder() -> pathlib.Path:
-    """The folder whose ``vendor/`` goes into ``_static``: npm packages and plotly.js with their licences."""
+    """The folder whose ``offline/`` goes into ``_static``: npm packages and plotly.js with their licences."""
     import plotly
 
     root = cache_dir() / "static"
     vendor = root / VENDOR
+    for stale in root.glob("*") if root.exists() else []:  # the whole folder goes into _static: only ours
+        if stale.name != VENDOR:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     for package, (version, keep) in NPM_PACKAGES.items():
         fetch_npm(package, version, keep, vendor)
+    shutil.copyfile(pathlib.Path(__file__).with_name("mathjax2_shim.js"), vendor / "mathjax2_shim.js")
     plotly_dir = vendor / "plotly"
     plotly_dir.mkdir(parents=True, exist_ok=True)
     package_data = pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -105,8 +112,12 @@ def use_local_assets(app, config) -> None:
     root = vendor_folder()
     config.html_static_path = [*config.html_static_path, str(root)]
     config.mathjax_path = MATHJAX_PATH
-    config.nb_ipywidgets_js = {REQUIRE_PATH: {}, HTML_MANAGER_PATH: {}}
-    config.html_js_files = [f for f in config.html_js_files if "require" not in str(f)] + [REQUIRE_PATH]
+    # RequireJS on every page, after the theme's UMD scripts (clipboard.js would otherwise register as an
+    # anonymous AMD module and fail) and before the pages' own scripts (the HTML manager is an AMD module).
+    # The shim first: it must see the page's MathJax configuration being assigned (book/_ext/mathjax2_shim.js).
+    config.html_js_files = [f for f in config.html_js_files if "require" not in str(f)] + [
+        (MATHJAX2_SHIM_PATH, {"priority": 500}), (REQUIRE_PATH, {"priority": 500})]
+    config.nb_ipywidgets_js = {HTML_MANAGER_PATH: {}}
     _served["plotly.js"] = plotly_js_version(root / VENDOR / "plotly" / "plotly.min.js")
 
 
