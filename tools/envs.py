@@ -140,6 +140,19 @@ def run_notebook(python: pathlib.Path, notebook: pathlib.Path, out_dir: pathlib.
     return record
 
 
+def stall_check(python: pathlib.Path, folder: pathlib.Path) -> dict:
+    """tools/stall.py in this environment: its papermill, ten runs of a slow live explorer, none may stall.
+    The kernel starts in ``folder`` (not the checkout), so it imports the environment's installed trustml."""
+    from tools.stall import run_stock_papermill
+
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [str(python), "-m", "papermill", "--cwd", str(folder)]
+    result = run_stock_papermill(command, folder, env=reader_environment())
+    print(f"  stall check: {len(result['stalls'])} stalls, {len(result['failures'])} failures in {result['runs']} "
+          f"runs ({result['durations_s']} s)", flush=True)
+    return result
+
+
 def colab(parts: list[str]) -> dict:
     """Colab's preinstalled versions, then one runtime per part installing that part as its Colab cell does."""
     base = ENVS / "colab-base"
@@ -160,6 +173,8 @@ def colab(parts: list[str]) -> dict:
         records = [run_notebook(python, notebook, RESULTS / "colab" / part) for notebook in notebooks(part)]
         result["parts"][part] = {"install": f'pip install -q "{requirement}"', "install_s": install_s,
                                  "versions": versions(python), "notebooks": records}
+        if part == parts[0]:  # once per environment: the stack is the same for every part
+            result["stall_check"] = stall_check(python, RESULTS / "colab" / "stall")
         shutil.rmtree(venv, ignore_errors=True)
     shutil.rmtree(base, ignore_errors=True)
     return result
@@ -229,7 +244,8 @@ def latest() -> dict:
     records = [run_notebook(python, checkout / notebook.relative_to(ROOT), RESULTS / "latest", checkout)
                for notebook in notebooks()]
     result = {"env": "latest", "commands": script[1:], "install_s": install_s, "versions": versions(python),
-              "jupyterlab": lab, "notebooks": records}
+              "jupyterlab": lab, "notebooks": records,
+              "stall_check": stall_check(python, RESULTS / "latest" / "stall")}
     shutil.rmtree(home, ignore_errors=True)
     return result
 
@@ -240,6 +256,10 @@ def outcomes(result: dict) -> list[tuple[str, bool]]:
     found = [(f"{result['env']}: {r['notebook']}", r["ok"]) for r in records]
     if "jupyterlab" in result:
         found += [(f"{result['env']}: jupyter lab {k}", v) for k, v in result["jupyterlab"].items()]
+    if "stall_check" in result:
+        check = result["stall_check"]
+        found.append((f"{result['env']}: stock papermill, {check['runs']} runs of a slow live explorer",
+                      not check["stalls"] and not check["failures"]))
     return found
 
 
