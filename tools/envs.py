@@ -26,6 +26,7 @@ workshop plan's times.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -118,6 +119,11 @@ def versions(python: pathlib.Path) -> dict[str, str]:
     return json.loads(done.stdout)
 
 
+def env_label(python: pathlib.Path) -> str:
+    """``colab-privacy``, ``latest``, ...: the folder of ``.envs`` the interpreter lives in."""
+    return python.relative_to(ENVS).parts[0] if python.is_relative_to(ENVS) else str(python)
+
+
 def run_notebook(python: pathlib.Path, notebook: pathlib.Path, out_dir: pathlib.Path,
                  root: pathlib.Path = ROOT) -> dict:
     """One notebook at QUICK with the stock papermill command of ``python``'s environment."""
@@ -136,7 +142,8 @@ def run_notebook(python: pathlib.Path, notebook: pathlib.Path, out_dir: pathlib.
     except subprocess.TimeoutExpired:
         record.update(ok=False, error=f"papermill did not finish within {NOTEBOOK_TIMEOUT_S + 120} s (a stall?)")
     record["quick_s"] = round(time.perf_counter() - start, 1)
-    print(f"  {'ok  ' if record['ok'] else 'FAIL'} {record['notebook']} ({record['quick_s']} s)", flush=True)
+    status = "ok  " if record["ok"] else "FAIL"
+    print(f"  [{env_label(python)}] {status} {record['notebook']} ({record['quick_s']} s)", flush=True)
     return record
 
 
@@ -148,8 +155,8 @@ def stall_check(python: pathlib.Path, folder: pathlib.Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     command = [str(python), "-m", "papermill", "--cwd", str(folder)]
     result = run_stock_papermill(command, folder, env=reader_environment())
-    print(f"  stall check: {len(result['stalls'])} stalls, {len(result['failures'])} failures in {result['runs']} "
-          f"runs ({result['durations_s']} s)", flush=True)
+    print(f"  [{env_label(python)}] stall check: {len(result['stalls'])} stalls, "
+          f"{len(result['failures'])} failures in {result['runs']} runs ({result['durations_s']} s)", flush=True)
     return result
 
 
@@ -268,16 +275,26 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("envs", nargs="+", choices=["colab", "latest"])
     parser.add_argument("--parts", default=",".join(PARTS), help="colab: the parts to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="environments built and run at once (default 1: "
+                        "sequential, so the times measured are not skewed by each other)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    checks: list[tuple[str, bool]] = []
-    for name in args.envs:
+
+    def one(name: str) -> dict:
         start = time.perf_counter()
-        result = colab(args.parts.split(",")) if name == "colab" else latest()
+        try:
+            result = colab(args.parts.split(",")) if name == "colab" else latest()
+        except Exception as error:  # an install that fails is a failed environment, reported like a notebook
+            result = {"env": name, "error": str(error)[-5000:], "notebooks": [
+                {"notebook": f"(environment setup) {str(error).splitlines()[0][:200]}", "ok": False, "quick_s": 0}]}
         result["total_s"] = round(time.perf_counter() - start, 1)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        checks += outcomes(result)
         print(f"{name}: {result['total_s']} s in all; results in {RESULTS / (name + '.json')}", flush=True)
+        return result
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(one, args.envs))
+    checks = [check for result in results for check in outcomes(result)]
     failed = [check for check, ok in checks if not ok]
     for check in failed:
         print(f"FAILED {check}")
