@@ -229,7 +229,9 @@ def test_every_live_explorer_answers_each_move_in_jupyterlab(lab, browser):
         except Exception as error:  # record and go on, so one chapter does not hide the others
             problems.append(f"{name}: {error}")
         finally:
-            page.screenshot(path=str(shots / f"{name.replace('/', '__')}.png"), full_page=False)
+            shot = str(shots / f"{name.replace('/', '__')}.png")
+            explorer = page.locator(".trustml-live-explorer")
+            (explorer.first.screenshot if explorer.count() else page.screenshot)(path=shot)
             page.close()
             shut_down_kernels(lab)
     (ARTIFACTS / "explorer-moves.json").write_text(json.dumps(moves, indent=1) + "\n")
