@@ -33,6 +33,7 @@ RUN_LIMIT_S = 600
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
                   "--no-first-run", "--disable-component-update", "--disable-sync"]
 NOTEBOOKS = [p for p in notebooks() if explorer_controls(p)]
+DIALOGS: list[str] = []  # dialogs JupyterLab showed (written to the record, for the curious)
 #: Only the notebooks whose path contains this (debugging one chapter: TRUSTML_LAB_ONLY=fairness/01).
 ONLY = os.environ.get("TRUSTML_LAB_ONLY", "")
 
@@ -148,8 +149,22 @@ def run_all(page, name: str) -> float:
     page.wait_for_function("""() => { const i = document.querySelector('.jp-Notebook-ExecutionIndicator');
                                        return i && i.getAttribute('data-status') === 'idle'; }""", timeout=120000)
     start = time.perf_counter()
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    for _attempt in range(3):  # a click before the kernel session is wired up does nothing: try again
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():  # e.g. JupyterLab asks for a kernel while a slow one starts: take its default
+            DIALOGS.append(f"{name}: {dialog.first.inner_text()[:300]!r}")
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(2000)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        started = page.evaluate(CELL_STATE)
+        for _ in range(30):
+            if started["running"] or started["done"]:
+                break
+            page.wait_for_timeout(1000)
+            started = page.evaluate(CELL_STATE)
+        if started["running"] or started["done"]:
+            break
     quiet = 0
     while time.perf_counter() - start < RUN_LIMIT_S:
         page.wait_for_timeout(1000)
@@ -235,6 +250,7 @@ def test_every_live_explorer_answers_each_move_in_jupyterlab(lab, browser):
             page.close()
             shut_down_kernels(lab)
     (ARTIFACTS / "explorer-moves.json").write_text(json.dumps(moves, indent=1) + "\n")
+    (ARTIFACTS / "jupyterlab-dialogs.txt").write_text("\n".join(DIALOGS) + "\n")
     assert not problems, "\n".join(problems)
     expected = {str(p.relative_to(ROOT / "book").with_suffix("")) for p in NOTEBOOKS if ONLY in str(p)}
     assert {m["notebook"] for m in moves} == expected
