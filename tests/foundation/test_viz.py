@@ -119,5 +119,7 @@ def test_live_explorer_refuses_unknown_sliders_and_bad_abbreviations():
         live_explorer(lambda epsilon=1.0: TABLE, x="epoch", y="accuracy", delta=(0.1, 1.0, 0.1))
     with pytest.raises(ValueError, match="not a slider"):
         live_explorer(lambda epsilon=1.0: TABLE, x="epoch", y="accuracy", epsilon=object())
+    with pytest.raises(ValueError, match="outside the slider's range"):
+        live_explorer(lambda epsilon=9.0: TABLE, x="epoch", y="accuracy", epsilon=(1.0, 8.0, 1.0))
     with pytest.raises(KeyError, match="acc"):  # the first draw runs in the cell, so its errors fail the cell
         live_explorer(lambda epsilon=1.0: TABLE, x="epoch", y="acc", epsilon=(1.0, 8.0, 1.0))

@@ -169,9 +169,14 @@ def _control(name: str, abbreviation, default):
     """One explorer control from an ``interact`` abbreviation, its label shown in full."""
     import ipywidgets
 
+    import inspect
+
     widget = ipywidgets.interactive.widget_from_abbrev(abbreviation, default)
     if widget is None:
         raise ValueError(f"{name}={abbreviation!r} is not a slider: give (lo, hi, step), a list of values or a widget")
+    if default is not inspect.Parameter.empty and not isinstance(abbreviation, ipywidgets.Widget) \
+            and widget.value != default:  # ipywidgets would clip it to the range without a word
+        raise ValueError(f"{name}: compute's default {default!r} is outside the slider's range {abbreviation!r}")
     if not widget.description:
         widget.description = name
     widget.style.description_width = "initial"  # the whole name, not "max_grad..."
