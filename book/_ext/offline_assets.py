@@ -27,10 +27,10 @@ import subprocess
 import tarfile
 
 NPM_PACKAGES = {  # name: (version, files to keep, relative to the package folder)
-    "mathjax": ("3.2.2", ["LICENSE", "es5/tex-mml-chtml.js", "es5/input", "es5/output", "es5/a11y", "es5/ui",
-                          "es5/sre", "es5/adaptors"]),
-    "requirejs": ("2.3.7", ["LICENSE", "require.js"]),
-    "@jupyter-widgets/html-manager": ("1.0.6", ["LICENSE", "dist"]),
+    "mathjax": ("3.2.2", ["LICENSE", "package.json", "es5/tex-mml-chtml.js", "es5/input", "es5/output",
+                          "es5/a11y", "es5/ui", "es5/sre", "es5/adaptors"]),
+    "requirejs": ("2.3.7", ["package.json", "require.js"]),  # MIT: package.json and the header of require.js
+    "@jupyter-widgets/html-manager": ("1.0.6", ["LICENSE", "package.json", "dist"]),
 }
 VENDOR = "offline"  # under _static (the theme has a "vendor" folder of its own)
 MATHJAX_PATH = f"{VENDOR}/mathjax/es5/tex-mml-chtml.js"
@@ -96,11 +96,27 @@ def vendor_folder() -> pathlib.Path:
         shutil.copyfile(licence, plotly_dir / "LICENSE.txt")
     (vendor / "README.txt").write_text(
         "Copies served by this site so that it works offline.\n"
-        + "".join(f"{p}@{v} from the npm registry: {_local_name(p)}/ (licence: {_local_name(p)}/LICENSE)\n"
+        + "".join(f"{p}@{v} from the npm registry: {_local_name(p)}/ ({licence_of(vendor / _local_name(p))})\n"
                   for p, (v, _) in NPM_PACKAGES.items())
         + f"plotly.js {plotly_js_version(plotly_dir / 'plotly.min.js')} from the plotly Python package "
-          f"{plotly.__version__}: plotly/ (MIT; licence: plotly/LICENSE.txt)\n")
+          f"{plotly.__version__}: plotly/ (licence MIT: plotly/LICENSE.txt)\n")
     return root
+
+
+def licence_of(package: pathlib.Path) -> str:
+    """Where a package's licence is: its LICENSE file, else the ``license`` field of its package.json."""
+    import json
+
+    declared = json.loads((package / "package.json").read_text()).get("license", "see package.json")
+    if (package / "LICENSE").exists():
+        return f"licence {declared}: {package.name}/LICENSE"
+    return f"licence {declared}: {package.name}/package.json and the files' headers"
+
+
+def _warn(message: str) -> None:
+    from sphinx.util import logging
+
+    logging.getLogger(__name__).warning(message)
 
 
 def plotly_js_version(path: pathlib.Path) -> str:
@@ -129,11 +145,8 @@ def local_plotly(app, pagename, templatename, context, doctree) -> None:
     wanted = set(PLOTLY_CDN.findall(body))
     have = _served["plotly.js"]
     if wanted - {have}:
-        from sphinx.util import logging
-
-        logging.getLogger(__name__).warning(
-            f"{pagename}: outputs ask for plotly.js {sorted(wanted)}, the site serves {have} "
-            "(re-run the notebooks with the plotly that builds the site)")
+        _warn(f"{pagename}: outputs ask for plotly.js {sorted(wanted)}, the site serves {have} "
+              "(re-run the notebooks with the plotly that builds the site)")
     local = context["pathto"](f"_static/{VENDOR}/plotly/plotly.min", 1)
     context["body"] = PLOTLY_CDN.sub(local, body)
 
