@@ -94,12 +94,10 @@ def site_packages(venv: pathlib.Path) -> pathlib.Path:
 
 
 def new_venv(venv: pathlib.Path) -> pathlib.Path:
-    """A fresh venv with a current pip; returns its python."""
+    """A fresh venv (with the pip that ``venv`` bundles, as a reader's would have); returns its python."""
     shutil.rmtree(venv, ignore_errors=True)
     run([sys.executable, "-m", "venv", str(venv)])
-    python = venv / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    return python
+    return venv / "bin" / "python"
 
 
 def install_kernel(python: pathlib.Path) -> None:
