@@ -28,7 +28,7 @@ import pytest
 from tools.explorer_table import PAGE, current_moves, explorer_controls, render
 from tools.site import ARTIFACTS, ROOT, notebooks
 
-MOVE_LIMIT_S = float(os.environ.get("TRUSTML_MOVE_LIMIT_S", 60))
+MOVE_LIMIT_S = float(os.environ.get("TRUSTML_MOVE_LIMIT_S", 120))
 RUN_LIMIT_S = 600
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
                   "--no-first-run", "--disable-component-update", "--disable-sync"]
@@ -83,7 +83,10 @@ def lab(tmp_path_factory):
                                    progress_bar=False, kernel_name="python3")
     settings = home / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
-    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    # every cell in the page; start the notebook's own kernel without asking (under load JupyterLab would
+    # otherwise show "Select Kernel" while a slow kernel starts)
+    (settings / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"windowingMode": "none", "autoStartDefaultKernel": True}))
     port = free_port()
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
