@@ -34,6 +34,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--no-first-run", "--disable-component-update", "--disable-sync"]
 NOTEBOOKS = [p for p in notebooks() if explorer_controls(p)]
 DIALOGS: list[str] = []  # dialogs JupyterLab showed (written to the record, for the curious)
+RERUNS: list[str] = []  # notebooks whose Run All had to be repeated (same record)
 #: Only the notebooks whose path contains this (debugging one chapter: TRUSTML_LAB_ONLY=fairness/01).
 ONLY = os.environ.get("TRUSTML_LAB_ONLY", "")
 
@@ -168,7 +169,7 @@ def run_all(page, name: str) -> float:
             started = page.evaluate(CELL_STATE)
         if started["running"] or started["done"]:
             break
-    quiet = 0
+    quiet = reruns = 0
     while time.perf_counter() - start < RUN_LIMIT_S:
         page.wait_for_timeout(1000)
         state = page.evaluate(CELL_STATE)
@@ -178,12 +179,24 @@ def run_all(page, name: str) -> float:
             return round(time.perf_counter() - start, 1)
         quiet = quiet + 1 if state["idle"] and not state["running"] else 0
         if quiet >= 20:  # idle for 20 s with cells not run: Run All stopped
-            raise AssertionError(f"{name}: Run All stopped after {state['done']} of {state['cells']} cells")
+            if reruns >= 1:
+                raise AssertionError(f"{name}: Run All stopped after {state['done']} of {state['cells']} cells")
+            # seen when the kernel session was still being set up as the run began: run everything again
+            RERUNS.append(f"{name}: Run All stopped after {state['done']} of {state['cells']} cells; ran it again")
+            reruns, quiet = reruns + 1, 0
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     raise AssertionError(f"{name}: not finished within {RUN_LIMIT_S} s")
 
 
 def figure_of(explorer) -> str:
     return explorer.locator("img").first.get_attribute("src") or ""
+
+
+def redraw_count(explorer) -> str | None:
+    """The explorer's count of answered moves (``data-redraw`` of its status line), None before the first."""
+    mark = explorer.locator("[data-redraw]")
+    return mark.first.get_attribute("data-redraw") if mark.count() else None
 
 
 def move_once(page, explorer, control) -> str:
@@ -227,19 +240,25 @@ def test_every_live_explorer_answers_each_move_in_jupyterlab(lab, browser):
             for label, control in zip(labels, controls.all()):
                 before = figure_of(explorer)
                 start = time.perf_counter()
-                how = move_once(page, explorer, control)
-                page.wait_for_function(
-                    """([box, before]) => { const img = box.querySelector('img');
-                         const status = box.querySelector('.widget-html:last-child');
-                         return (img && img.getAttribute('src') !== before && status &&
-                                 status.textContent.includes('redrawn')) ||
-                                box.querySelector('.trustml-explorer-error') !== null; }""",
-                    arg=[explorer.element_handle(), before], timeout=MOVE_LIMIT_S * 1000, polling=100)
+                steps = 0
+                while steps < 3:  # one step; a step that redraws the same figure is followed by another
+                    steps += 1
+                    answered = redraw_count(explorer)
+                    how = move_once(page, explorer, control)
+                    page.wait_for_function(
+                        """([box, answered]) => {
+                             const mark = box.querySelector('[data-redraw]');
+                             return (mark && mark.getAttribute('data-redraw') !== answered) ||
+                                    box.querySelector('.trustml-explorer-error') !== null; }""",
+                        arg=[explorer.element_handle(), answered], timeout=MOVE_LIMIT_S * 1000, polling=100)
+                    failed = explorer.locator(".trustml-explorer-error")
+                    assert failed.count() == 0, f"{name}: moving {label} failed: {failed.first.inner_text()}"
+                    if figure_of(explorer) != before:
+                        break
                 seconds = round(time.perf_counter() - start, 2)
-                failed = explorer.locator(".trustml-explorer-error")
-                assert failed.count() == 0, f"{name}: moving {label} failed: {failed.first.inner_text()}"
-                assert figure_of(explorer) != before, f"{name}: moving {label} did not change the figure"
-                moves.append({"notebook": name, "control": label, "move": how, "seconds": seconds, "run_s": run_s})
+                assert figure_of(explorer) != before, f"{name}: {steps} moves of {label} did not change the figure"
+                moves.append({"notebook": name, "control": label, "move": how, "steps": steps, "seconds": seconds,
+                              "run_s": run_s})
             label_widths = explorer.evaluate("""b => [...b.querySelectorAll('.widget-label')].map(
                 l => l.scrollWidth <= l.clientWidth + 1)""")
             assert all(label_widths), f"{name}: a control's label is cut off"
@@ -253,7 +272,7 @@ def test_every_live_explorer_answers_each_move_in_jupyterlab(lab, browser):
             page.close()
             shut_down_kernels(lab)
     (ARTIFACTS / "explorer-moves.json").write_text(json.dumps(moves, indent=1) + "\n")
-    (ARTIFACTS / "jupyterlab-dialogs.txt").write_text("\n".join(DIALOGS) + "\n")
+    (ARTIFACTS / "jupyterlab-dialogs.txt").write_text("\n".join(DIALOGS + RERUNS) + "\n")
     assert not problems, "\n".join(problems)
     expected = {str(p.relative_to(ROOT / "book").with_suffix("")) for p in NOTEBOOKS if ONLY in str(p)}
     assert {m["notebook"] for m in moves} == expected

@@ -226,8 +226,11 @@ def live_explorer(compute: Callable[..., pd.DataFrame], *, x: str, y: str, hue: 
     box = ipywidgets.VBox([*controls.values(), image, status])
     box.add_class(EXPLORER_CLASS)
 
+    redraws = [0]
+
     def redraw(_change=None) -> None:
         start = time.perf_counter()
+        redraws[0] += 1
         status.remove_class(EXPLORER_ERROR_CLASS)
         status.value = "<i>computing…</i>"
         try:
@@ -236,7 +239,9 @@ def live_explorer(compute: Callable[..., pd.DataFrame], *, x: str, y: str, hue: 
             status.add_class(EXPLORER_ERROR_CLASS)
             status.value = f"<pre>{html.escape(f'{type(error).__name__}: {error}')}</pre>"
             return
-        status.value = f"<small>redrawn in {time.perf_counter() - start:.1f} s</small>"
+        # data-redraw counts the moves answered (a move may redraw the same figure: the browser test tells)
+        status.value = (f'<small data-redraw="{redraws[0]}">redrawn in {time.perf_counter() - start:.1f} s'
+                        "</small>")
 
     for control in controls.values():
         control.observe(redraw, names="value")
