@@ -44,25 +44,29 @@ def notebooks() -> list[pathlib.Path]:
                   key=lambda p: (parts.index(p.parent.name), p.name))
 
 
-def table(moves: dict[tuple[str, str], float]) -> str:
+def table(moves: dict[tuple[str, str], tuple[float, int]]) -> str:
+    """One row per control: seconds per move (a move that redrew the same figure counts as a move too)."""
     rows = ["| Notebook | Control | Seconds per move |", "|---|---|---|"]
     for notebook in notebooks():
         name = str(notebook.relative_to(ROOT / "book").with_suffix(""))
         for control in explorer_controls(notebook):
-            seconds = moves.get((name, control))
-            shown = "—" if seconds is None else f"{seconds:.1f}" + ("" if seconds <= TARGET_S else " (over 3 s)")
+            seconds, steps = moves.get((name, control), (None, 1))
+            notes = ([] if seconds is None or seconds <= TARGET_S else ["over 3 s"]) + (
+                [f"the figure changed after {steps} steps"] if steps > 1 else [])
+            shown = "—" if seconds is None else f"{seconds:.1f}" + (f" ({'; '.join(notes)})" if notes else "")
             rows.append(f"| {name} | `{control}` | {shown} |")
     return "\n".join(rows)
 
 
-def current_moves(page_text: str) -> dict[tuple[str, str], float]:
+def current_moves(page_text: str) -> dict[tuple[str, str], tuple[float, int]]:
     """Times already in the page, so a run without a record keeps them."""
     start, stop = page_text.index(BEGIN), page_text.index(END)
-    return {(m.group(1), m.group(2)): float(m.group(3))
-            for m in re.finditer(r"^\| (\S+) \| `([^`]+)` \| ([0-9.]+)", page_text[start:stop], re.MULTILINE)}
+    row = r"^\| (\S+) \| `([^`]+)` \| ([0-9.]+)(?:[^|]*after (\d+) steps)?"
+    return {(m.group(1), m.group(2)): (float(m.group(3)), int(m.group(4) or 1))
+            for m in re.finditer(row, page_text[start:stop], re.MULTILINE)}
 
 
-def render(page_text: str, moves: dict[tuple[str, str], float]) -> str:
+def render(page_text: str, moves: dict[tuple[str, str], tuple[float, int]]) -> str:
     start, stop = page_text.index(BEGIN) + len(BEGIN), page_text.index(END)
     return page_text[:start] + "\n" + table(moves) + "\n" + page_text[stop:]
 
@@ -75,7 +79,8 @@ def main() -> None:
     moves = current_moves(text)
     if args.moves:
         for record in json.loads(args.moves.read_text()):
-            moves[(record["notebook"], record["control"])] = record["seconds"]
+            steps = record.get("steps", 1)
+            moves[(record["notebook"], record["control"])] = (round(record["seconds"] / steps, 2), steps)
     PAGE.write_text(render(text, moves))
 
 
