@@ -29,11 +29,11 @@ PLAN: dict[str, tuple[bool, int]] = {
     "privacy/02_fast_dpsgd": (False, 15), "privacy/03_privacy_utility_tradeoff": (True, 15),
     "privacy/04_membership_inference": (True, 15), "privacy/05_canary_extraction": (False, 15),
     "federated/00_overview": (True, 10), "federated/01_fedavg_on_flower": (True, 15),
-    "federated/02_non_iid_partitions": (False, 15), "federated/03_device_selection": (True, 15),
+    "federated/02_non_iid_partitions": (True, 15), "federated/03_device_selection": (True, 15),
     "federated/04_continual_fl": (False, 10), "federated/05_dp_fedavg": (False, 15),
     "fairness/00_overview": (True, 10), "fairness/01_group_fairness": (True, 15),
     "fairness/02_intrinsic_bias": (True, 15), "fairness/03_intrinsic_vs_extrinsic": (False, 10),
-    "fairness/04_prediction_sensitivity": (False, 15), "fairness/05_counterfactual_distillation": (False, 15),
+    "fairness/04_prediction_sensitivity": (True, 15), "fairness/05_counterfactual_distillation": (False, 15),
 }
 NEW_CHAPTER = (False, 15)
 
