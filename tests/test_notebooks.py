@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tools.book_meta import book_version, colab_install_target, repository_url
+from tools.book_meta import book_version, colab_install_target, colab_ref, repository_url
 from tools.contract import source_violations, violations
 from tools.site import execute_quick, notebooks
 from tools.sync import read_source, sources
@@ -33,12 +33,12 @@ def test_there_are_notebooks_in_every_part():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_contract(path: pathlib.Path):
-    assert violations(load(path)) == []
+    assert violations(load(path), path.parent.name) == []
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(ROOT / "book")) for p in SOURCES])
 def test_source_contract(path: pathlib.Path):
-    assert source_violations(read_source(path)) == []
+    assert source_violations(read_source(path), path.parent.name) == []
 
 
 def _replace_everywhere(old: str, new: str):
@@ -76,16 +76,17 @@ def test_contract_checker_catches_each_breach(reason):
 
 def test_source_checker_refuses_a_colab_cell_in_the_source():
     chapter = read_source(ROOT / "book" / "privacy" / "00_overview.md")
-    assert source_violations(chapter) == []
+    assert source_violations(chapter, "privacy") == []
     chapter.cells[0].source = 'import sys\nif "google.colab" in sys.modules:\n    pass'
-    assert any("must not contain the Colab cell" in found for found in source_violations(chapter))
+    assert any("must not contain the Colab cell" in found for found in source_violations(chapter, "privacy"))
 
 
 def test_colab_line_uses_the_one_version():
     import trustml
 
     assert book_version() == trustml.__version__
-    assert colab_install_target() == f"trustml[encoder] @ git+{repository_url()}@v{trustml.__version__}"
+    assert colab_ref() == f"v{trustml.__version__}", "Colab opens and installs the release tag of this version"
+    assert colab_install_target("fairness") == f"trustml[fairness] @ git+{repository_url()}@v{trustml.__version__}"
     assert repository_url().startswith("https://github.com/")
 
 

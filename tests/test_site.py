@@ -1,5 +1,6 @@
 """The published site, as a reader sees it: links resolve, Colab links open files that exist, and every
-chapter page renders in a real browser (headless Chromium) with working plotly slider twins.
+page renders in a real browser (headless Chromium) with no network beyond the site itself: math typeset,
+plotly figures and their slider twins working, the live explorers' saved figures shown.
 
 The site is built from the notebooks test_notebooks.py already ran with QUICK=True (tools/site.py).
 Screenshots go to test-artifacts/screenshots/.
@@ -12,8 +13,6 @@ import http.server
 import os
 import pathlib
 import shutil
-import subprocess
-import tarfile
 import threading
 
 import pytest
@@ -64,23 +63,6 @@ def chromium_executable() -> str | None:
     return None
 
 
-def cdn_files() -> dict[str, pathlib.Path]:
-    """Local copies of the scripts the pages load from CDNs: plotly.js (from the plotly package) and
-    require.js (from the npm registry, cached under test-artifacts)."""
-    import plotly
-
-    plotly_js = pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    cache = ROOT / ".trustml_cache" / "requirejs"
-    require_js = cache / "package" / "require.js"
-    if not require_js.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "pack", "requirejs@2.3.7", "--pack-destination", str(cache)], check=True,
-                       capture_output=True)
-        with tarfile.open(cache / "requirejs-2.3.7.tgz") as archive:
-            archive.extract("package/require.js", cache)
-    return {"cdn.plot.ly": plotly_js, "require": require_js}
-
-
 @pytest.fixture(scope="module")
 def served(site):
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -111,32 +93,49 @@ VISIBLE_DATA = """gd => gd.data.filter(t => t.visible === undefined || t.visible
                                  .map(t => [Array.from(t.x || []), Array.from(t.y || [])])"""
 
 
-def test_every_page_renders_and_every_slider_twin_moves(site, served, browser):
-    files = cdn_files()
+MATH_STATE = r"""() => {
+  const math = [...document.querySelectorAll('.math')];
+  return {math: math.length, typeset: math.filter(m => m.querySelector('mjx-container')).length,
+          errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length,
+          raw: [...document.querySelectorAll('article, .bd-article')].map(a => a.innerText)
+                 .join(' ').match(/\\\(|\\\)|\\\[|\\\]|\$\$/g) || []};
+}"""
+
+
+def test_every_page_renders_offline_with_math_plots_and_widgets(site, served, browser):
+    """Every page, with every request that leaves the site refused: no traceback, math typeset by the site's
+    own MathJax (no raw TeX delimiters, no MathJax error), every plotly figure drawn by the site's own
+    plotly.js and its slider twin moving, every live explorer's saved figure shown."""
     shots = ARTIFACTS / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    report = []
-    for page_file in chapter_pages(site):
+    report, pages_with_math = [], 0
+    for page_file in sorted(site.rglob("*.html")):
         name = str(page_file.relative_to(site))
+        if name.startswith(("_static", "_sources", "genindex", "search")):
+            continue
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
+        refused: list[str] = []
         page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
 
-        def route(request_route):
+        def offline(request_route, refused=refused):
             url = request_route.request.url
-            if url.startswith(served):
+            if url.startswith(served) or url.startswith("data:") or url.startswith("blob:"):
                 return request_route.continue_()
-            if "cdn.plot.ly" in url:
-                return request_route.fulfill(path=str(files["cdn.plot.ly"]), content_type="text/javascript")
-            if url.endswith("require.min.js") or url.endswith("require.js"):
-                return request_route.fulfill(path=str(files["require"]), content_type="text/javascript")
-            return request_route.abort()  # no other network: fonts, MathJax and analytics are not needed
+            refused.append(url)
+            return request_route.abort()
 
-        page.route("**/*", route)
+        page.route("**/*", offline)
         page.goto(f"{served}/{name}", wait_until="load")
         text = page.inner_text("body")
         assert "Traceback (most recent call last)" not in text, f"{name}: a traceback is shown"
         assert page.locator(".output.traceback, .output.error").count() == 0, f"{name}: an error output"
+        page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise.then(() => 1) : 0")
+        math = page.evaluate(MATH_STATE)
+        assert math["typeset"] == math["math"], f"{name}: {math['math'] - math['typeset']} formulas not typeset"
+        assert math["errors"] == 0, f"{name}: MathJax reports {math['errors']} errors"
+        assert not math["raw"], f"{name}: raw TeX delimiters left in the text: {math['raw'][:5]}"
+        pages_with_math += math["math"] > 0
         expected_plots = page.locator(".cell_output .plotly-graph-div").count()
         if expected_plots:
             page.wait_for_function(
@@ -154,9 +153,13 @@ def test_every_page_renders_and_every_slider_twin_moves(site, served, browser):
             after = plot.evaluate(VISIBLE_DATA)
             assert after != before, f"{name}: moving a slider did not change the plotted data"
             moved += 1
+        if page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count():
+            page.wait_for_selector(".trustml-live-explorer img", timeout=20000)
         page.screenshot(path=str(shots / (name.replace("/", "__").replace(".html", ".png"))), full_page=True)
         assert not errors, f"{name}: JavaScript errors {errors}"
-        report.append(f"{name}: {expected_plots} plotly figures, {moved} sliders moved")
+        assert not refused, f"{name}: the page needs the network for {sorted(set(refused))[:5]}"
+        report.append(f"{name}: {math['math']} formulas, {expected_plots} plotly figures, {moved} sliders moved")
         page.close()
     (ARTIFACTS / "browser-report.txt").write_text("\n".join(report) + "\n")
     assert any("sliders moved" in line and not line.endswith(" 0 sliders moved") for line in report)
+    assert pages_with_math >= 5, "the book's maths is on many pages"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from tools.book_meta import colab_install_target
+from tools.book_meta import PARTS, colab_install_target
 
 
 def cell_tags(cell: dict) -> list[str]:
@@ -22,8 +22,9 @@ def source(cell: dict) -> str:
     return "".join(text) if isinstance(text, list) else text
 
 
-def violations(notebook: dict) -> list[str]:
-    """Every way ``notebook`` (parsed JSON) breaks the contract; empty when it keeps it."""
+def violations(notebook: dict, part: str | None = None) -> list[str]:
+    """Every way ``notebook`` (parsed JSON) breaks the contract; empty when it keeps it. With ``part``, its Colab
+    cell must install that part's extra; without, any part's."""
     found = []
     cells = notebook.get("cells", [])
     if notebook.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
@@ -33,8 +34,9 @@ def violations(notebook: dict) -> list[str]:
         found.append("first cell must be the Colab setup, tagged remove-cell")
     if not re.search(r'^if "google\.colab" in sys\.modules:', source(first), re.MULTILINE):
         found.append("the Colab cell must be guarded by `if \"google.colab\" in sys.modules:`")
-    if f'%pip install -q "{colab_install_target()}"' not in source(first):
-        found.append(f"the Colab cell must install {colab_install_target()}")
+    targets = [colab_install_target(p) for p in ([part] if part else PARTS)]
+    if not any(f'TRUSTML = "{target}"' in source(first) for target in targets):
+        found.append(f"the Colab cell must install {' or '.join(targets)}")
     parameters = [c for c in cells if "parameters" in cell_tags(c)]
     if len(parameters) != 1:
         found.append("exactly one cell must be tagged 'parameters'")
@@ -63,11 +65,11 @@ def violations(notebook: dict) -> list[str]:
     return found
 
 
-def source_violations(chapter: dict) -> list[str]:
+def source_violations(chapter: dict, part: str) -> list[str]:
     """Every way a chapter source breaks the contract, judged on the notebook ``tools.sync`` makes of it."""
     from tools.sync import build_notebook
 
     found = []
     if any("google.colab" in source(c) for c in chapter.get("cells", [])):
         found.append("the source must not contain the Colab cell: python -m tools.sync inserts it")
-    return found + violations(build_notebook(chapter))
+    return found + violations(build_notebook(chapter, part), part)

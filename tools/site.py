@@ -25,18 +25,10 @@ def notebooks() -> list[pathlib.Path]:
     return sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
-def install_nbclient_poll() -> None:
-    sys.path.insert(0, str(ROOT / "book" / "_ext"))
-    import nbclient_poll
-
-    nbclient_poll.install()
-
-
 def execute_quick(path: pathlib.Path) -> pathlib.Path:
-    """Run ``path`` with papermill and ``QUICK=True``; the executed copy lands under test-artifacts/executed."""
+    """Run ``path`` with stock papermill and ``QUICK=True``; the executed copy lands under test-artifacts/executed."""
     import papermill
 
-    install_nbclient_poll()
     target = EXECUTED / path.relative_to(ROOT)
     target.parent.mkdir(parents=True, exist_ok=True)
     # execution_timeout turns a hung kernel into a failure instead of a silent wait.

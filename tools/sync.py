@@ -21,10 +21,9 @@ import sys
 import jupytext
 import nbformat
 
-from tools.book_meta import colab_setup_source
+from tools.book_meta import PARTS, colab_setup_source
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PARTS = ("privacy", "federated", "fairness")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 #: The front matter every source starts with (jupytext's format marker and the kernel).
 SOURCE_HEADER = """---
@@ -65,12 +64,13 @@ def _cell(cell_type: str, source: str, tags: list[str] | None) -> nbformat.Noteb
     return cell
 
 
-def build_notebook(chapter: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The notebook of a chapter: the Colab cell first, then the chapter's cells (tags kept, nothing else)."""
+def build_notebook(chapter: nbformat.NotebookNode, part: str) -> nbformat.NotebookNode:
+    """The notebook of a chapter of ``book/<part>/``: the Colab cell (installing that part's extra) first, then
+    the chapter's cells (tags kept, nothing else)."""
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     notebook.metadata["language_info"] = {"name": "python"}
-    cells = [_cell("code", colab_setup_source(), ["remove-cell"])]
+    cells = [_cell("code", colab_setup_source(part), ["remove-cell"])]
     cells += [_cell(c.cell_type, c.source, c.metadata.get("tags")) for c in chapter.cells]
     for index, cell in enumerate(cells):
         cell["id"] = f"cell-{index}"
@@ -108,7 +108,8 @@ def check(root: pathlib.Path = ROOT) -> dict[str, list[str]]:
         if not target.exists():
             problems[name] = ["missing: run python -m tools.sync"]
             continue
-        found = differences(build_notebook(read_source(source)), nbformat.read(target, as_version=4))
+        expected = build_notebook(read_source(source), source.parent.name)
+        found = differences(expected, nbformat.read(target, as_version=4))
         if found:
             problems[name] = found
     for notebook in (root / "book").rglob("*.ipynb"):
@@ -121,7 +122,7 @@ def write_all(root: pathlib.Path = ROOT) -> list[pathlib.Path]:
     written = []
     for source in sources(root):
         target = notebook_path(source)
-        notebook = build_notebook(read_source(source))
+        notebook = build_notebook(read_source(source), source.parent.name)
         text = nbformat.writes(notebook) + "\n"
         if not target.exists() or target.read_text() != text:
             target.write_text(text)

@@ -1,6 +1,7 @@
 """Small Sphinx fixes for the book's site (loaded through _config.yml's sphinx.local_extensions).
 
-Notebook execution: see ``nbclient_poll`` (a lost-wake-up work-around installed before myst-nb runs).
+Offline: MathJax, RequireJS, the ipywidgets HTML manager and plotly.js are served by the site itself
+(``offline_assets``, beside this file).
 
 sphinx-thebe registers its inline configuration script during ``env-before-read-docs``, after the HTML
 builder has been created; with Sphinx 7 that script then appears twice on every page (once with file
@@ -20,8 +21,8 @@ def _drop_duplicate_scripts(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
-    import nbclient_poll  # beside this file; local_extensions puts this folder on sys.path
+    import offline_assets  # beside this file; local_extensions puts this folder on sys.path
 
-    nbclient_poll.install()
+    offline_assets.setup(app)
     app.connect("html-page-context", _drop_duplicate_scripts, priority=1000)  # after the themes
     return {"parallel_read_safe": True, "parallel_write_safe": True}

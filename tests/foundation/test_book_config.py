@@ -45,7 +45,7 @@ def test_teacher_build_hides_solutions():
 def test_ci_runs_the_readme_commands():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    for command in ("bash tools/run-tests.sh", "bash tools/build-book.sh"):
+    for command in ("bash tools/run-tests.sh", "bash tools/test-envs.sh", "bash tools/build-book.sh"):
         assert command in readme and command in ci
     assert "jupyter-book build --all -W -n --keep-going ." in (ROOT / "tools" / "build-book.sh").read_text()
     assert '"torch==2.13.0"' in (ROOT / "tools" / "setup-env.sh").read_text()
@@ -55,7 +55,7 @@ def test_github_workflow_runs_the_readme_commands_only():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
     steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job.get("steps", [])]
     commands = [run for run in steps if "tools/" in run]
-    assert commands == ["bash tools/run-tests.sh", "bash tools/build-book.sh"]
+    assert commands == ["bash tools/run-tests.sh", "bash tools/test-envs.sh", "bash tools/build-book.sh"]
     uses = [step.get("uses", "") for job in workflow["jobs"].values() for step in job.get("steps", [])]
     assert any(u.startswith("actions/deploy-pages") for u in uses)
 
