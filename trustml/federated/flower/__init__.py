@@ -2,8 +2,9 @@
 
 Three ways to run it:
 
-1. in a notebook, through Flower's simulation engine: ``run_flower_simulation(config)``;
-2. ``flwr run <app_dir()>`` against a local simulation SuperLink (``flwr run`` starts one);
+1. in a notebook, through Flower's simulation runtime: ``run_flower_simulation(config)`` starts a local SuperLink
+   in simulation mode and ``flwr run``s the app template against it (``loopback.LoopbackFederation``);
+2. ``flwr run <app_dir()>`` against a local simulation SuperLink yourself;
 3. a real deployment: ``flower-superlink`` + one ``flower-supernode`` per device, then ``flwr run`` with
    a SuperLink connection pointing at it (see ``app_dir()/README.md``).
 
@@ -29,27 +30,21 @@ def app_dir() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent / "app"
 
 
-def run_flower_simulation(config: RunConfig | Mapping | None = None, *, num_supernodes: int | None = None,
-                          backend_config: dict | None = None, verbose: bool = False) -> FlowerRunResult:
-    """Run the app in Flower's simulation engine (Ray) in this process and return the ServerApp's result.
+def run_flower_simulation(config: RunConfig | Mapping | None = None, *,
+                          num_supernodes: int | None = None) -> FlowerRunResult:
+    """Run the app in Flower's simulation runtime and return the ServerApp's result.
 
-    One virtual SuperNode per corpus device unless ``num_supernodes`` is given.
+    As Flower documents it (1.42 deprecates the in-process ``run_simulation``): a local SuperLink in simulation
+    mode and ``flwr run`` of the app template, with one virtual SuperNode per corpus device unless
+    ``num_supernodes`` is given. The ServerApp's error is raised here (``FewRepliesError``, ``ValueError``, …).
     """
-    from flwr.simulation import run_simulation
+    from trustml.federated.flower.loopback import LoopbackFederation
 
     settings = resolve_config(config)
-    results: list[FlowerRunResult] = []
-    errors: list[BaseException] = []
     nodes = num_supernodes or load_federated_task(settings).data.num_devices
-    run_simulation(server_app=make_server_app(settings, on_result=results.append, on_error=errors.append),
-                   client_app=make_client_app(settings), num_supernodes=nodes,
-                   backend_config=backend_config or {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-                   verbose_logging=verbose)
-    if errors:  # the engine logs a failed ServerApp and returns; raise its error here
-        raise errors[0]
-    if not results:
-        raise RuntimeError("the Flower simulation ended without a result: see its log above")
-    return results[0]
+    run_config = {**settings.to_dict(), "expected-nodes": settings.expected_nodes or nodes}
+    with LoopbackFederation(nodes, simulation=True) as federation:
+        return FlowerRunResult.from_summary(federation.run(run_config, timeout=600))
 
 
 __all__ = [

@@ -1,15 +1,20 @@
-"""A real Flower deployment on 127.0.0.1: one ``flower-superlink``, one ``flower-supernode`` per device, ``flwr run``.
+"""Flower on 127.0.0.1, run the way Flower documents it: a ``flower-superlink`` and ``flwr run``.
 
-The same processes a lab deployment runs, on one machine — for tests, for measuring what SecAgg+ costs, and for
-the chapter that shows it::
+Two modes. A real deployment: one ``flower-superlink`` and one ``flower-supernode`` per device — the processes a
+lab deployment runs, on one machine, for tests and for measuring what SecAgg+ costs::
 
     with LoopbackFederation(num_supernodes=4) as federation:
         plain = federation.run({"n-devices": 4, "devices-per-round": 4, "selection": "uniform"})
         secure = federation.run({..., "secagg": True})
 
+And Flower's simulation runtime (``simulation=True``): a SuperLink started with ``--simulation`` runs the
+``num_supernodes`` virtual SuperNodes itself (Ray). This is what ``run_flower_simulation`` uses: Flower 1.42
+deprecates the in-process ``flwr.simulation.run_simulation`` in favour of ``flwr run``.
+
 ``run`` starts one ``flwr run`` of the app template (``app_dir()``) with the given run config and returns the
-ServerApp's JSON summary (``FlowerRunResult.summary()``), raising the ServerApp's error if it failed. Every process
-started here is torn down by PID with its descendants (SuperExec, app processes), also when something fails.
+ServerApp's JSON summary (``FlowerRunResult.summary()``), raising the ServerApp's error if it failed (as the same
+exception type for trustml's and Python's own errors). Every process started here is torn down by PID with its
+descendants (SuperExec, app processes), also when something fails.
 """
 
 from __future__ import annotations
@@ -47,13 +52,26 @@ def run_config_text(config: Mapping[str, object]) -> str:
     return " ".join(f"{key}={_toml_value(value)}" for key, value in config.items())
 
 
-class LoopbackFederation:
-    """A SuperLink and ``num_supernodes`` SuperNodes (partition ids 0..n-1) on 127.0.0.1."""
+def _server_error(error: Mapping[str, str]) -> Exception:
+    """The ServerApp's error as its own type where the caller can catch it (trustml's and built-in errors)."""
+    from trustml.federated.flower.strategy import FewRepliesError
 
-    def __init__(self, num_supernodes: int, *, workdir: str | os.PathLike | None = None, startup_timeout: float = 60):
+    known: dict[str, type[Exception]] = {"FewRepliesError": FewRepliesError, "ValueError": ValueError,
+                                         "TypeError": TypeError, "KeyError": KeyError}
+    kind = known.get(error["type"], RuntimeError)
+    return kind(error["message"] if kind is not RuntimeError else f"the ServerApp failed: {error['type']}: "
+                f"{error['message']}")
+
+
+class LoopbackFederation:
+    """A SuperLink and ``num_supernodes`` SuperNodes (partition ids 0..n-1) on 127.0.0.1 — real processes, or with
+    ``simulation=True`` virtual ones in the SuperLink's simulation runtime."""
+
+    def __init__(self, num_supernodes: int, *, simulation: bool = False, workdir: str | os.PathLike | None = None,
+                 startup_timeout: float = 60):
         if isinstance(num_supernodes, bool) or not isinstance(num_supernodes, int) or num_supernodes < 1:
             raise ValueError(f"num_supernodes must be an int >= 1, got {num_supernodes!r}")
-        self.num_supernodes = num_supernodes
+        self.num_supernodes, self.simulation = num_supernodes, simulation
         self.startup_timeout = startup_timeout
         self._tmp = tempfile.TemporaryDirectory(prefix="trustml-flower-") if workdir is None else None
         self.workdir = pathlib.Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
@@ -82,9 +100,9 @@ class LoopbackFederation:
         try:
             self.port = _free_port()
             link = self._start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1",
-                               "--port", str(self.port))
+                               "--port", str(self.port), *(["--simulation"] if self.simulation else []))
             self._wait_healthy(link)
-            for partition_id in range(self.num_supernodes):
+            for partition_id in range(0 if self.simulation else self.num_supernodes):
                 self._start(f"supernode-{partition_id}", "flower-supernode", "--insecure",
                             "--superlink", f"127.0.0.1:{self.port}", "--port", str(_free_port()),
                             "--node-config", f"partition-id={partition_id} num-partitions={self.num_supernodes}")
@@ -151,15 +169,17 @@ class LoopbackFederation:
         settings = {"expected-nodes": self.num_supernodes, **config, "result-path": str(result_path)}
         resolve_config(settings)  # a bad key or value fails here, not in a process
         started = time.perf_counter()
+        federation = ["--federation-config", f"num-supernodes={self.num_supernodes}"] if self.simulation else []
         done = subprocess.run([str(self.bin / "flwr"), "run", str(app_dir()), "loopback", "--run-config",
-                               run_config_text(settings)], env=self.env, capture_output=True, text=True, timeout=90)
+                               run_config_text(settings), *federation], env=self.env, capture_output=True, text=True,
+                              timeout=90)
         if done.returncode != 0 or "Successfully started run" not in done.stdout:
             raise RuntimeError(f"flwr run failed:\n{done.stdout}\n{done.stderr}")
         error_path = result_path.with_suffix(".error")
         deadline = started + timeout
         while not result_path.is_file():
             if error_path.is_file():
-                raise RuntimeError(f"the ServerApp failed: {error_path.read_text()}")
+                raise _server_error(json.loads(error_path.read_text()))
             if time.perf_counter() > deadline:
                 raise TimeoutError(f"no result after {timeout} s\n{self.log_tail()}")
             time.sleep(0.2)

@@ -64,10 +64,24 @@ class FlowerRunResult:
             "accuracy": {str(r): a for r, a in self.accuracy.items()},
             "initial_norm": float(self.initial_params.norm()),
             "change_norm": float((self.final_params - self.initial_params).norm()),
-            "final_params": self.final_params.tolist(),
+            "initial_params": self.initial_params.tolist(), "final_params": self.final_params.tolist(),
             "epsilon": self.epsilon, "seconds": self.seconds, "messages": self.messages,
             "config": self.config,
         }
+
+    @classmethod
+    def from_summary(cls, summary: Mapping) -> FlowerRunResult:
+        """The result back from :meth:`summary` (JSON keys are strings; rounds and partition ids are ints)."""
+        def by_round(values: Mapping) -> dict:
+            return {int(r): v for r, v in values.items()}
+
+        return cls(initial_params=torch.tensor(summary["initial_params"]),
+                   final_params=torch.tensor(summary["final_params"]),
+                   selected=by_round(summary["selected"]), weights=by_round(summary["weights"]),
+                   accuracy=by_round(summary["accuracy"]), config=dict(summary["config"]),
+                   trained=by_round(summary["trained"]),
+                   failed={int(r): {int(k): why for k, why in f.items()} for r, f in summary["failed"].items()},
+                   epsilon=summary["epsilon"], seconds=summary["seconds"], messages=dict(summary["messages"]))
 
 
 class CountingGrid:
@@ -196,7 +210,8 @@ def make_server_app(config: RunConfig | Mapping | None = None, *,
             if isinstance(path, str) and path:
                 target = pathlib.Path(path)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.with_suffix(".error").write_text(f"{type(error).__name__}: {error}")
+                target.with_suffix(".error").write_text(json.dumps({"type": type(error).__name__,
+                                                                    "message": str(error)}))
             raise
         if settings.result_path:
             write_result(settings.result_path, result)
