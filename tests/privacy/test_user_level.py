@@ -243,3 +243,16 @@ def test_bad_loader_and_step_input():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="user 0 has no examples"):
             train_user_level(model, data, [np.array([], dtype=int), *users], epsilon=1.0, delta=1e-3)
+
+
+def test_a_user_loader_past_the_planned_epochs_warns_like_dpsgd():
+    """UserLevelDPSGD is DPSGD with users as the unit: the budget warning and the PRV guard are the same code."""
+    from trustml.privacy import PrivacyBudgetExceeded
+
+    data, users = skewed_task()
+    model = EmbeddingClassifier(20, 2, embed_dim=8, hidden_dim=8)
+    dp = UserLevelDPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), max_grad_norm=1.0,
+                        max_examples_per_user=4, target_epsilon=1.0, delta=1e-3, epochs=1)
+    with pytest.warns(PrivacyBudgetExceeded, match="will exceed target_epsilon = 1"):
+        dp.user_loader(data, users, users_per_step=5, epochs=3)
+    assert dp.sensitivity == 1.0 and dp.n_users == len(users)

@@ -61,6 +61,9 @@ class DPSGD:
     every epoch (σ_e = σ₀γ^e) and the accountant records every step's σ.
     """
 
+    #: The method that draws the sampled batches the accountant assumes.
+    sampled_loader = "poisson_loader"
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, max_grad_norm: float,
                  noise_multiplier: float | None = None, target_epsilon: float | None = None,
                  delta: float | None = None, epochs: float | None = None, noise_decay: float = 1.0,
@@ -116,6 +119,13 @@ class DPSGD:
                 raise ValueError(f"batch_size must be <= len(dataset) = {n}, got {batch_size}")
             sample_rate = batch_size / n
         q = check_sample_rate(sample_rate)
+        steps = self._fix_sampling(q, n, epochs=epochs, steps=steps)
+        return PoissonBatches(dataset, sample_rate=q, steps=steps,
+                              seed=self._seed if seed is None else seed, on_batch=self._mark_poisson)
+
+    def _fix_sampling(self, q: float, n: int, *, epochs: float | None, steps: int | None) -> int:
+        """Fix the sample rate q of the n sampling units for the accountant (and σ, with a target ε); return the
+        loader's number of steps (``steps``, or ``epochs`` × ⌊1/q⌋) and warn if they overrun the budget."""
         if self.sample_rate is not None and self.steps_taken and (q != self.sample_rate or n != self.dataset_size):
             raise ValueError("the sample rate and dataset are fixed once training has started")
         self.sample_rate, self.dataset_size, self.steps_per_epoch = q, n, steps_per_epoch(q)
@@ -140,8 +150,7 @@ class DPSGD:
             self._check_budget(get_epsilon(noise_multiplier=schedule, sample_rate=q, delta=self.delta,
                                            accountant=self.accountant_name),
                                "planned", f"this loader runs {steps} steps after {self.steps_taken} taken, ")
-        return PoissonBatches(dataset, sample_rate=q, steps=steps,
-                              seed=self._seed if seed is None else seed, on_batch=self._mark_poisson)
+        return steps
 
     def _mark_poisson(self) -> None:
         self._poisson_pending = True
@@ -199,13 +208,7 @@ class DPSGD:
             raise ValueError("empty batch: only a Poisson-sampled batch (DPSGD.poisson_loader) may be empty, where "
                              "the step adds pure noise divided by the expected batch size qN; pass at least one "
                              "example")
-        groups = None
-        if self.mode == "micro_batch":
-            n_groups = int(self.expected_units(batch))
-            groups = self.engine.micro_batch_groups(batch, n_groups=n_groups,
-                                                    generator=self._generator(torch.device("cpu")),
-                                                    device=losses.device)
-        stats = self.engine.clipped_sum(losses, groups=groups)
+        stats = self.engine.clipped_sum(losses, groups=self._clipping_groups(batch, losses.device))
         divisor = self.expected_units(batch)
         with torch.no_grad():
             # each parameter once: a tied parameter gets one noise draw and one division
@@ -220,6 +223,13 @@ class DPSGD:
         if self.planned_steps is not None and self.steps_taken == self.planned_steps + 1 and not self.unsampled_steps:
             self._check_budget(self._spent(self.delta), "spent", f"after {self.steps_taken} steps, ")
         return stats
+
+    def _clipping_groups(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """The unit each row is clipped in: None (each example), or random micro-batches."""
+        if self.mode != "micro_batch":
+            return None
+        return self.engine.micro_batch_groups(batch, n_groups=int(self.expected_units(batch)),
+                                              generator=self._generator(torch.device("cpu")), device=device)
 
     def _add_noise(self, grads: list[torch.Tensor], *, std: float) -> None:
         noises = [torch.randn(g.shape, generator=self._generator(g.device), device=g.device, dtype=g.dtype)
@@ -252,7 +262,8 @@ class DPSGD:
         if self.unsampled_steps:
             raise PoissonSamplingRequired(
                 f"{self.unsampled_steps} of {self.steps_taken} steps used batches that were not Poisson-sampled; the "
-                "accountants assume Poisson sampling, so no ε is reported (draw batches with DPSGD.poisson_loader)")
+                "accountants assume Poisson sampling, so no ε is reported (draw batches with "
+                f"{type(self).__name__}.{self.sampled_loader})")
         epsilon = self._spent(delta)
         if delta == self.delta:
             self._check_budget(epsilon, "spent")
@@ -290,6 +301,19 @@ class PrivateTraining:
                 "noise_decay": self.noise_decay, "final_loss": self.losses[-1] if self.losses else float("nan")}
 
 
+def fit_sampled(model: nn.Module, loader, *, update, progress: bool = False, on_epoch_end=None) -> list[float]:
+    """Train on one pass of a sampled ``loader`` (Poisson batches, or sampled users) with ``update`` (``dp.step``
+    or a plain gradient step); the loss history has one entry per epoch of ⌊1/q⌋ steps."""
+    from trustml.models.training import classification_loss, fit
+
+    per_epoch = steps_per_epoch(loader.sample_rate)
+    steps = iter(loader)
+    return fit(model, lambda epoch: itertools.islice(steps, per_epoch),
+               loss=classification_loss(next(model.parameters()).device), update=update,
+               epochs=math.ceil(len(loader) / per_epoch), progress=progress, desc="epochs",
+               on_epoch_end=on_epoch_end)
+
+
 def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | None = None,
                   noise_multiplier: float | None = None, delta: float = 1e-5, epochs: float = 3,
                   batch_size: int = 256, lr: float = 1e-2, optimizer: str = "adam", max_grad_norm: float = 1.0,
@@ -301,14 +325,13 @@ def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | 
     ``epsilon=math.inf`` trains without clipping or noise on the same Poisson-sampled batches (the
     non-private reference). Returns the model (hooks removed, eval mode) and the accountant's ε.
     """
-    from trustml.models.training import classification_loss, fit, gradient_step, make_optimizer
+    from trustml.models.training import gradient_step, make_optimizer
 
     if (epsilon is None) == (noise_multiplier is None):
         raise ValueError("pass exactly one of epsilon and noise_multiplier")
     check_delta(delta, len(dataset))
     torch.manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), lr=lr)
-    device = next(model.parameters()).device
     private = not (epsilon is not None and math.isinf(epsilon) and epsilon > 0)
     if private:
         dp = DPSGD(model, opt, max_grad_norm=max_grad_norm, noise_multiplier=noise_multiplier,
@@ -319,12 +342,8 @@ def train_private(model: nn.Module, dataset: TensorDataset, *, epsilon: float | 
         check_epochs(epochs)
         q = batch_size / len(dataset)
         loader = PoissonBatches(dataset, sample_rate=q, steps=max(1, round(epochs * steps_per_epoch(q))), seed=seed)
-    per_epoch = steps_per_epoch(loader.sample_rate)
-    steps = iter(loader)  # one Poisson-sampled pass, cut into epochs of ⌊1/q⌋ steps for the loss history
     try:
-        losses = fit(model, lambda epoch: itertools.islice(steps, per_epoch), loss=classification_loss(device),
-                     update=dp.step if private else gradient_step(opt), epochs=math.ceil(len(loader) / per_epoch),
-                     progress=progress, desc="epochs")
+        losses = fit_sampled(model, loader, update=dp.step if private else gradient_step(opt), progress=progress)
     finally:
         if private:
             dp.detach()

@@ -28,13 +28,12 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from opacus.accountants import create_accountant
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from trustml.privacy.accounting import check_accountant, epsilon_of_history, get_noise_multiplier, steps_per_epoch
-from trustml.privacy.dpsgd import PoissonSamplingRequired, PrivateTraining
-from trustml.privacy.engine import ClippingEngine, ClipStats
+from trustml.privacy.accounting import steps_per_epoch
+from trustml.privacy.dpsgd import DPSGD, PrivateTraining, fit_sampled
+from trustml.privacy.engine import ClipStats
 from trustml.privacy.validation import check_delta, check_epochs, check_positive, check_sample_rate, check_steps
 
 
@@ -145,8 +144,9 @@ class UserBatches:
             yield tuple(t[index] for t in self.dataset.tensors)
 
 
-class UserLevelDPSGD:
-    """User-level DP-SGD around ``optimizer`` (see the module docstring).
+class UserLevelDPSGD(DPSGD):
+    """User-level DP-SGD around ``optimizer`` (see the module docstring): :class:`DPSGD` with users as the
+    sampling and clipping unit — its accounting, budget warnings and noise are the same code.
 
     Give exactly one of ``noise_multiplier`` (σ) and ``target_epsilon`` (then also ``delta`` and ``epochs``;
     σ is found when :meth:`user_loader` fixes the user sampling rate). An epoch is ⌊1/q⌋ steps: each user
@@ -159,41 +159,27 @@ class UserLevelDPSGD:
         dp.epsilon()  # for adding or removing one user's entire data
     """
 
+    sampled_loader = "user_loader"
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, max_grad_norm: float,
                  max_examples_per_user: int, noise_multiplier: float | None = None,
                  target_epsilon: float | None = None, delta: float | None = None, epochs: float | None = None,
                  accountant: str = "rdp", seed: int | None = None):
-        if (noise_multiplier is None) == (target_epsilon is None):
-            raise ValueError("pass exactly one of noise_multiplier and target_epsilon")
-        if noise_multiplier is not None:
-            check_positive("noise_multiplier", noise_multiplier)
-        else:
-            check_positive("target_epsilon", target_epsilon)
-            if delta is None or epochs is None:
-                raise ValueError("target_epsilon needs delta and epochs (σ is chosen to spend it in that many epochs)")
-            check_epochs(epochs)
-        if delta is not None:
-            check_delta(delta)
         self.max_examples_per_user = _check_cap(max_examples_per_user)
-        self.max_grad_norm = check_positive("max_grad_norm", max_grad_norm)
-        self.model, self.optimizer = model, optimizer
+        check_positive("max_grad_norm", max_grad_norm)
         # One group per user: the engine clips each user's *mean* gradient (its micro-batch mode).
-        self.engine = ClippingEngine(model, max_grad_norm=max_grad_norm, mode="micro_batch",
-                                     micro_batch_size=self.max_examples_per_user)
-        self.noise_multiplier, self.target_epsilon = noise_multiplier, target_epsilon
-        self.delta, self.epochs = delta, epochs
-        self.accountant_name = check_accountant(accountant)
-        self.accountant = create_accountant(mechanism=accountant)
-        self.sample_rate: float | None = None
-        self.n_users: int | None = None
-        self.steps_taken, self.unsampled_steps = 0, 0
-        self._pending: torch.Tensor | None = None
-        self._generator = torch.Generator()
-        if seed is None:
-            self._generator.seed()
-        else:
-            self._generator.manual_seed(seed + 1)
-        self._seed = seed
+        super().__init__(model, optimizer, max_grad_norm=max_grad_norm, noise_multiplier=noise_multiplier,
+                         target_epsilon=target_epsilon, delta=delta, epochs=epochs, mode="micro_batch",
+                         micro_batch_size=self.max_examples_per_user, accountant=accountant, seed=seed)
+        # Adding or removing one user (every row of one group) moves the clipped sum by at most C: not the 2C of
+        # a random micro-batch, whose other members stay.
+        self.sensitivity = self.max_grad_norm
+        self._users: torch.Tensor | None = None
+
+    @property
+    def n_users(self) -> int | None:
+        """The number of users U (the sampling units): fixed by :meth:`user_loader`."""
+        return self.dataset_size
 
     # ------------------------------------------------------------------ data
     def user_loader(self, dataset: TensorDataset, users: Sequence, *, users_per_step: float | None = None,
@@ -212,101 +198,51 @@ class UserLevelDPSGD:
                 raise ValueError(f"users_per_step must be <= the number of users {n_users}, got {users_per_step}")
             sample_rate = users_per_step / n_users
         q = check_sample_rate(sample_rate)
-        if self.steps_taken and (q != self.sample_rate or n_users != self.n_users):
-            raise ValueError("the user sampling rate and the users are fixed once training has started")
-        self.sample_rate, self.n_users = q, n_users
-        if self.delta is not None:
-            check_delta(self.delta, n_users)  # δ ≥ 1/U would allow publishing one user's data outright
-        if steps is None:
-            epochs = self.epochs if epochs is None else epochs
-            if epochs is None:
-                raise ValueError("pass epochs or steps (or epochs to the constructor)")
-            steps = max(1, round(check_epochs(epochs) * steps_per_epoch(q)))
-        if self.target_epsilon is not None and self.noise_multiplier is None:
-            assert self.epochs is not None and self.delta is not None  # checked in the constructor
-            self.noise_multiplier = get_noise_multiplier(
-                target_epsilon=self.target_epsilon, sample_rate=q, delta=self.delta,
-                steps=max(1, round(self.epochs * steps_per_epoch(q))), accountant=self.accountant_name)
+        # δ is checked against U: δ ≥ 1/U would allow publishing one user's data outright.
+        steps = self._fix_sampling(q, n_users, epochs=epochs, steps=steps)
         return UserBatches(dataset, users, sample_rate=q, steps=steps,
                            max_examples_per_user=self.max_examples_per_user,
-                           seed=self._seed if seed is None else seed, on_batch=self._mark_batch)
+                           seed=self._seed if seed is None else seed, on_batch=self._mark_users)
 
-    def _mark_batch(self, groups: torch.Tensor) -> None:
-        self._pending = groups
+    def _mark_users(self, groups: torch.Tensor) -> None:
+        self._users = groups
+        self._mark_poisson()
 
     # ------------------------------------------------------------------ the step
-    @property
-    def noise_std(self) -> float:
-        """Std of the noise added to the clipped sum: σ·C (one user moves the sum by at most C)."""
-        if self.noise_multiplier is None:
-            raise RuntimeError("σ is not known yet: with target_epsilon, create the loader with user_loader() first")
-        return self.noise_multiplier * self.max_grad_norm
+    def expected_units(self, batch_size: int) -> float:
+        """The divisor of the noisy sum: the expected number of users per step qU (else the batch's users)."""
+        if self.sample_rate is not None and self.dataset_size:
+            return self.sample_rate * self.dataset_size
+        return float(max(1, len(torch.unique(self._users)))) if self._users is not None else 1.0
+
+    def _clipping_groups(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        if self._users is None:
+            raise ValueError("pass groups (the user of each row), or draw the batch from user_loader()")
+        return self._users.to(device)
 
     def privatize(self, losses: torch.Tensor, groups: torch.Tensor | None = None) -> ClipStats:
         """Replace every ``p.grad`` by the noisy mean of the users' clipped mean gradients.
 
         ``groups``: the batch-local user of each row; default: what the last :meth:`user_loader` batch set.
         Only steps on batches from :meth:`user_loader` are accounted (else :meth:`epsilon` refuses)."""
-        from_loader = groups is None
-        if from_loader:
-            if self._pending is None:
-                raise ValueError("pass groups (the user of each row), or draw the batch from user_loader()")
-            groups = self._pending
-        assert groups is not None
-        groups = torch.as_tensor(groups)
-        if losses.dim() != 1 or groups.shape != losses.shape:
+        if groups is not None:
+            groups = torch.as_tensor(groups)
+            if groups.dtype.is_floating_point or groups.dtype == torch.bool:
+                raise ValueError(f"groups must hold integer user indices, got dtype {groups.dtype}")
+            self._users, self._poisson_pending = groups, False  # explicit users: not a sampled step
+        if self._users is not None and (losses.dim() != 1 or self._users.shape != losses.shape):
             raise ValueError(f"losses must be (batch,) per-example losses and groups one user index per row; got "
-                             f"shapes {tuple(losses.shape)} and {tuple(groups.shape)}")
-        if groups.dtype.is_floating_point or groups.dtype == torch.bool:
-            raise ValueError(f"groups must hold integer user indices, got dtype {groups.dtype}")
-        stats = self.engine.clipped_sum(losses, groups=groups.to(losses.device))
-        sigma = self.noise_multiplier
-        if sigma is None:
-            raise RuntimeError("σ is not known yet: with target_epsilon, create the loader with user_loader() first")
-        divisor = (self.sample_rate * self.n_users if self.sample_rate is not None and self.n_users
-                   else float(max(1, len(torch.unique(groups)))))
-        # The engine wrote every trainable parameter's gradient; model.parameters() lists a shared one once.
-        with torch.no_grad():
-            for p in (p for p in self.model.parameters() if p.requires_grad):
-                assert p.grad is not None  # clipped_sum writes every parameter's gradient
-                noise = torch.randn(p.shape, generator=self._generator, dtype=p.dtype).to(p.device)
-                p.grad.add_(noise, alpha=sigma * self.max_grad_norm).div_(divisor)
-        if from_loader and self.sample_rate is not None:
-            self.accountant.step(noise_multiplier=sigma, sample_rate=self.sample_rate)
-        else:
-            self.unsampled_steps += 1
-        self._pending = None
-        self.steps_taken += 1
-        return stats
+                             f"shapes {tuple(losses.shape)} and {tuple(self._users.shape)}")
+        try:
+            return super().privatize(losses)
+        finally:
+            self._users = None
 
     def step(self, losses: torch.Tensor, groups: torch.Tensor | None = None) -> ClipStats:
         """One user-level DP-SGD step from the (B,) per-example ``losses`` of the last forward pass."""
         stats = self.privatize(losses, groups)
         self.optimizer.step()
         return stats
-
-    # ------------------------------------------------------------------ accounting
-    @property
-    def history(self) -> list[tuple[float, float, int]]:
-        """The accountant's history ``[(σ, q_user, steps), ...]``."""
-        return list(self.accountant.history)
-
-    def epsilon(self, delta: float | None = None) -> float:
-        """User-level ε spent so far at ``delta``: the accountant's, at the user sampling rate."""
-        delta = self.delta if delta is None else delta
-        if delta is None:
-            raise ValueError("pass delta (or give delta to the constructor)")
-        check_delta(delta, self.n_users)
-        if self.unsampled_steps:
-            raise PoissonSamplingRequired(
-                f"{self.unsampled_steps} of {self.steps_taken} steps used batches not drawn by user_loader(); the "
-                "accountant assumes Poisson-sampled users, so no ε is reported")
-        return epsilon_of_history(self.accountant.history, delta=delta, accountant=self.accountant_name)
-
-    def detach(self) -> nn.Module:
-        """Remove the engine's hooks and return the (trained) model."""
-        self.engine.remove()
-        return self.model
 
 
 def train_user_level(model: nn.Module, dataset: TensorDataset, users: Sequence, *, epsilon: float | None = None,
@@ -320,7 +256,7 @@ def train_user_level(model: nn.Module, dataset: TensorDataset, users: Sequence, 
     ``epsilon=math.inf`` trains without clipping or noise on the same user batches (the reference).
     The record's ``epsilon`` is the accountant's user-level ε; ``sample_rate`` the user sampling rate.
     ``on_epoch_end(epoch, mean_loss)`` goes to :func:`trustml.models.fit` (e.g. to record test accuracy)."""
-    from trustml.models.training import classification_loss, fit, gradient_step, make_optimizer
+    from trustml.models.training import gradient_step, make_optimizer
 
     if (epsilon is None) == (noise_multiplier is None):
         raise ValueError("pass exactly one of epsilon and noise_multiplier")
@@ -328,7 +264,6 @@ def train_user_level(model: nn.Module, dataset: TensorDataset, users: Sequence, 
     check_delta(delta, len(users))
     torch.manual_seed(seed)
     opt = make_optimizer(optimizer, model.parameters(), lr=lr)
-    device = next(model.parameters()).device
     private = not (epsilon is not None and math.isinf(epsilon) and epsilon > 0)
     loader: UserBatches
     if private:
@@ -342,12 +277,9 @@ def train_user_level(model: nn.Module, dataset: TensorDataset, users: Sequence, 
         q = check_sample_rate(users_per_step / len(users))
         loader = UserBatches(dataset, users, sample_rate=q, steps=max(1, round(epochs * steps_per_epoch(q))),
                              max_examples_per_user=max_examples_per_user, seed=seed)
-    per_epoch = steps_per_epoch(loader.sample_rate)
-    batches = iter(loader)
     try:
-        losses = fit(model, lambda epoch: _take(batches, per_epoch), loss=classification_loss(device),
-                     update=dp.step if private else gradient_step(opt), epochs=math.ceil(len(loader) / per_epoch),
-                     progress=progress, desc="epochs", on_epoch_end=on_epoch_end)
+        losses = fit_sampled(model, loader, update=dp.step if private else gradient_step(opt), progress=progress,
+                             on_epoch_end=on_epoch_end)
     finally:
         if private:
             dp.detach()
@@ -357,11 +289,6 @@ def train_user_level(model: nn.Module, dataset: TensorDataset, users: Sequence, 
                                accountant, dp.history, losses, "user_level", 1.0)
     return PrivateTraining(model, math.inf, delta, 0.0, loader.sample_rate, len(loader), accountant, [], losses,
                            "non_private", 1.0)
-
-
-def _take(batches: Iterator, n: int) -> Iterator:
-    for _, batch in zip(range(n), batches):
-        yield batch
 
 
 def group_privacy(epsilon: float, delta: float, k: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
