@@ -95,3 +95,13 @@ if "google.colab" in sys.modules:
     from google.colab import output
 
     output.enable_custom_widget_manager()'''
+
+
+def replace_block(page_text: str, name: str, body: str) -> str:
+    """``page_text`` with the text between ``<!-- {name}:begin -->`` and ``<!-- {name}:end -->`` replaced by
+    ``body`` (the generated tables of the book's pages live between such markers)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if page_text.count(begin) != 1 or page_text.count(end) != 1:
+        raise ValueError(f"the page must contain {begin} and {end} exactly once")
+    start, stop = page_text.index(begin) + len(begin), page_text.index(end)
+    return page_text[:start] + "\n" + body + "\n" + page_text[stop:]

@@ -16,6 +16,8 @@ import json
 import pathlib
 import re
 
+from tools.book_meta import replace_block
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGE = ROOT / "book" / "run-it-yourself.md"
 BEGIN, END = "<!-- explorer-table:begin -->", "<!-- explorer-table:end -->"
@@ -67,8 +69,7 @@ def current_moves(page_text: str) -> dict[tuple[str, str], tuple[float, int]]:
 
 
 def render(page_text: str, moves: dict[tuple[str, str], tuple[float, int]]) -> str:
-    start, stop = page_text.index(BEGIN) + len(BEGIN), page_text.index(END)
-    return page_text[:start] + "\n" + table(moves) + "\n" + page_text[stop:]
+    return replace_block(page_text, "explorer-table", table(moves))
 
 
 def main() -> None:

@@ -14,9 +14,10 @@ import json
 import pathlib
 import re
 
+from tools.book_meta import replace_block
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGE = ROOT / "book" / "run-it-yourself.md"
-BEGIN, END = "<!-- teacher-table:begin -->", "<!-- teacher-table:end -->"
 
 
 def notebook_summary(path: pathlib.Path) -> tuple[str, list[str]]:
@@ -50,8 +51,7 @@ def current_times(page_text: str) -> dict[str, float]:
 
 
 def render(page_text: str, times: dict[str, float]) -> str:
-    start, stop = page_text.index(BEGIN) + len(BEGIN), page_text.index(END)
-    return page_text[:start] + "\n" + table(times) + "\n" + page_text[stop:]
+    return replace_block(page_text, "teacher-table", table(times))
 
 
 def main() -> None:

@@ -18,9 +18,10 @@ import math
 import pathlib
 import re
 
+from tools.book_meta import replace_block
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGE = ROOT / "book" / "intro.md"
-BEGIN, END = "<!-- workshop-table:begin -->", "<!-- workshop-table:end -->"
 SESSION_MIN, LECTURE_MIN, MIN_SLACK_MIN = 90, 15, 10
 SESSIONS = {"privacy": "1. Privacy", "federated": "2. Federated learning", "fairness": "3. Fairness"}
 #: notebook -> (core?, minutes a pair works on it at QUICK size, not counting install and run time)
@@ -95,8 +96,7 @@ def slack(page_text: str) -> dict[str, int]:
 
 
 def render(page_text: str, times: dict[str, dict[str, float]]) -> str:
-    start, stop = page_text.index(BEGIN) + len(BEGIN), page_text.index(END)
-    return page_text[:start] + "\n" + table(times) + "\n" + page_text[stop:]
+    return replace_block(page_text, "workshop-table", table(times))
 
 
 def main() -> None:

@@ -1,20 +1,13 @@
-"""The Flower app: strategy selection, parity with the in-process loop (Flower's simulation engine),
-``flwr run`` against a simulation SuperLink, and a real deployment (SuperLink + two SuperNodes).
+"""The Flower app: strategy selection, parity with the in-process loop (Flower's simulation runtime, driven by
+``flwr run`` against a local simulation SuperLink), and a real deployment (SuperLink + SuperNodes on loopback).
 
-Processes started here are torn down by PID (with their children), also when a test fails.
+Processes are started by ``trustml.federated.flower.loopback`` and torn down by PID (with their children), also
+when a test fails.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -269,102 +262,6 @@ def test_secagg_in_the_simulation_engine_equals_the_plain_aggregate():
 
 
 # ------------------------------------------------------------------------- real processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def flower_env(home: pathlib.Path) -> dict:
-    env = dict(os.environ)
-    env.update(FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
-               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", HF_HUB_OFFLINE="1",
-               # SuperLink/SuperNode start flower-superexec, flwr-serverapp, ... from PATH: this venv first.
-               PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    return env
-
-
-class Processes:
-    """Started processes, torn down by PID together with their descendants (SuperExec, app processes, Ray)."""
-
-    def __init__(self, env: dict, logs: pathlib.Path):
-        self.env, self.logs, self.started = env, logs, []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")
-        process = subprocess.Popen([str(pathlib.Path(sys.executable).parent / args[0]), *args[1:]], env=self.env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        self.started.append(process)
-        return process
-
-    def stop(self) -> None:
-        import psutil
-
-        tree = []
-        for process in self.started:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                parent = psutil.Process(process.pid)
-                tree += [*parent.children(recursive=True), parent]
-        for member in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.terminate()
-        _, alive = psutil.wait_procs(tree, timeout=10)
-        for member in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        psutil.wait_procs(alive, timeout=5)
-
-    def log_tail(self) -> str:
-        return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(self.logs.glob("*.log")))
-
-
-@pytest.fixture
-def processes(tmp_path):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    running = Processes(flower_env(tmp_path / "flwr-home"), logs)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-def wait_for_superlink(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited with code {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).is_success:
-                return
-        time.sleep(0.3)
-    raise TimeoutError("flower-superlink did not become healthy")
-
-
-def write_connection(home: pathlib.Path, name: str, port: int) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
-
-
-def flwr_run(processes: Processes, connection: str, run_config: str, *extra: str) -> None:
-    result = subprocess.run([str(pathlib.Path(sys.executable).parent / "flwr"), "run", str(app_dir()), connection,
-                             "--run-config", run_config, *extra],
-                            env=processes.env, capture_output=True, text=True, timeout=90)
-    assert result.returncode == 0 and "Successfully started run" in result.stdout, result.stdout + result.stderr
-
-
-def wait_for_result(path: pathlib.Path, processes: Processes, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no result after {timeout} s\n{processes.log_tail()}")
-        time.sleep(0.5)
-    return json.loads(path.read_text())
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_secagg_on_a_loopback_deployment():
@@ -398,20 +295,3 @@ def test_secagg_on_a_loopback_deployment():
                               seed=device_seed(0, 1, k))[0] for k in (0, 2)]
     expected = torch.stack(survivors).mean(0)
     assert np.abs(np.asarray(dropout["final_params"]) - expected.numpy()).max() < 20 * step
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-def test_flwr_run_against_a_local_simulation_superlink(processes, tmp_path):
-    """``flwr run`` with the app template against a SuperLink in simulation mode (Ray, four virtual nodes)."""
-    port = free_port()
-    link = processes.start("superlink", "flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1",
-                           "--port", str(port))
-    wait_for_superlink(port, link)
-    write_connection(pathlib.Path(processes.env["FLWR_HOME"]), "simulation", port)
-    result_path = tmp_path / "result.json"
-    flwr_run(processes, "simulation", f"n-devices=4 num-server-rounds=2 devices-per-round=2 "
-                                      f"result-path='{result_path}'", "--federation-config", "num-supernodes=4")
-    result = wait_for_result(result_path, processes, timeout=180)
-    assert result["rounds"] == 2 and result["change_norm"] > 1e-3
-    assert all(len(devices) == 2 for devices in result["selected"].values())
