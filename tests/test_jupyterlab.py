@@ -1,9 +1,9 @@
 """The live explorers in a real frontend: JupyterLab on loopback, driven by headless Chromium (Playwright).
 
 Every chapter is opened at QUICK size (a copy whose parameters cell papermill has set, nothing executed),
-run with *Run → Run All Cells*, and each control of its live explorer is moved once (one keyboard step, or
-the next option): the explorer's figure must change, no error may appear (no traceback, no explorer error
-line), and the seconds from the move to the new figure are recorded in test-artifacts/explorer-moves.json.
+run with *Run → Run All Cells*, and each control of its live explorer is moved once (one keyboard step,
+the next option, or a checkbox's click): the explorer's figure must change, no error may appear (no
+traceback, no explorer error line), and the seconds from the move to the new figure are recorded in test-artifacts/explorer-moves.json.
 ``python -m tools.explorer_table --moves test-artifacts/explorer-moves.json`` writes them into the "Run it
 yourself" page; a test here checks that the page lists every explorer control.
 
@@ -197,8 +197,19 @@ def redraw_count(explorer) -> str | None:
     return mark.first.get_attribute("data-redraw") if mark.count() else None
 
 
+def label_of(control) -> str:
+    """The name a control shows (a checkbox shows it next to the box, other widgets in their label)."""
+    beside_box = control.locator(".widget-label-basic")
+    return (beside_box if beside_box.count() else control.locator(".widget-label")).first.inner_text().strip()
+
+
 def move_once(page, explorer, control) -> str:
-    """Move one control by one step (a slider: the arrow key; a dropdown: the next option); returns how."""
+    """Move one control by one step (a slider: the arrow key; a dropdown: the next option; a checkbox: a
+    click); returns how."""
+    box = control.locator("input[type=checkbox]")
+    if box.count():
+        box.click()
+        return "toggle"
     select = control.locator("select")
     if select.count():
         options = select.locator("option").all_inner_texts()
@@ -232,8 +243,8 @@ def test_every_live_explorer_answers_each_move_in_jupyterlab(lab, browser):
             explorer = page.locator(".trustml-live-explorer").first
             explorer.wait_for(timeout=30000)
             explorer.scroll_into_view_if_needed()
-            controls = explorer.locator(".widget-slider, .widget-dropdown")
-            labels = [c.locator(".widget-label").first.inner_text().strip() for c in controls.all()]
+            controls = explorer.locator(".widget-slider, .widget-dropdown, .widget-checkbox")
+            labels = [label_of(c) for c in controls.all()]
             assert labels == explorer_controls(notebook), f"{name}: controls {labels}"
             for label, control in zip(labels, controls.all()):
                 before = figure_of(explorer)
