@@ -3,7 +3,8 @@
 Every chapter is opened at QUICK size (a copy whose parameters cell papermill has set, nothing executed),
 run with *Run → Run All Cells*, and each control of its live explorer is moved once (one keyboard step,
 the next option, or a checkbox's click): the explorer's figure must change, no error may appear (no
-traceback, no explorer error line), and the seconds from the move to the new figure are recorded in test-artifacts/explorer-moves.json.
+traceback, no explorer error line), and the seconds from the move to the new figure are recorded in
+test-artifacts/explorer-moves.json.
 ``python -m tools.explorer_table --moves test-artifacts/explorer-moves.json`` writes them into the "Run it
 yourself" page; a test here checks that the page lists every explorer control.
 

@@ -3,7 +3,7 @@
     python tools/build_teacher.py          # after `bash tools/build-book.sh` has set up .venv
 
 It copies _config.yml with sphinx-exercise's ``hide_solutions: true`` and builds with it; the notebooks
-are executed as in the normal build.
+are not executed again: their outputs come from the execution cache the normal build filled.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> int:
     command = [str(pathlib.Path(sys.executable).parent / "jupyter-book"), "build", "--all", "-W", "-n",
                "--keep-going", "--config", str(config), "--path-output", str(ROOT / "_build" / "teacher"), str(ROOT)]
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, cwd=ROOT)  # the cache path in _config.yml is relative
     finally:
         config.unlink()
 

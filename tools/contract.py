@@ -22,6 +22,22 @@ def source(cell: dict) -> str:
     return "".join(text) if isinstance(text, list) else text
 
 
+def unread_parameters(cell_source: str) -> list[str]:
+    """Names the parameters cell assigns that papermill does not read. Papermill parses one assignment per
+    line and skips a line with a second "=" (even in a comment): ``papermill --help-notebook`` would not list
+    it and ``-p QUICK True`` would warn "Passed unknown parameter" (the injected value still wins, but a
+    reader is told it was ignored)."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    assigned = [target.id for node in ast.parse(cell_source).body if isinstance(node, ast.Assign | ast.AnnAssign)
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(target, ast.Name)]
+    read = {parameter.name for parameter in PythonTranslator.inspect({"source": cell_source})}
+    return [name for name in assigned if name not in read]
+
+
 def violations(notebook: dict, part: str | None = None) -> list[str]:
     """Every way ``notebook`` (parsed JSON) breaks the contract; empty when it keeps it. With ``part``, its Colab
     cell must install that part's extra; without, any part's."""
@@ -45,6 +61,9 @@ def violations(notebook: dict, part: str | None = None) -> list[str]:
             found.append("the parameters cell must set QUICK = False")
         if not re.search(r"^SEED\s*=", source(parameters[0]), re.MULTILINE):
             found.append("the parameters cell must set SEED")
+        unread = unread_parameters(source(parameters[0]))
+        if unread:
+            found.append(f"papermill cannot read the parameter(s) {unread}: one '=' per line, none in comments")
     if any(c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None) for c in cells):
         found.append("outputs must be stripped")
     markdown = "\n".join(source(c) for c in cells if c["cell_type"] == "markdown")

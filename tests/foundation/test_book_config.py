@@ -22,7 +22,11 @@ def test_sphinx_settings():
     assert "sphinx_exercise" in sphinx["extra_extensions"]
     assert "mystnb.unknown_mime_type" in sphinx["config"]["suppress_warnings"]
     assert sphinx["config"]["nb_execution_show_tb"] is True
-    assert CONFIG["execute"]["execute_notebooks"] == "force" and CONFIG["execute"]["timeout"] > 0
+    assert CONFIG["execute"]["execute_notebooks"] == "cache" and CONFIG["execute"]["timeout"] > 0
+    # the cache the pre-execution fills is the one the build reads; the build script empties it first
+    build = (ROOT / "tools" / "build-book.sh").read_text()
+    assert f"rm -rf _build/html _build/.doctrees _build/jupyter_execute {CONFIG['execute']['cache']}" in build
+    assert build.index("tools.execute_book") < build.index("jupyter-book build")
     assert CONFIG["copyright"]
 
 
