@@ -38,6 +38,23 @@ def unread_parameters(cell_source: str) -> list[str]:
     return [name for name in assigned if name not in read]
 
 
+def typed_table_numbers(markdown: str) -> list[str]:
+    """Table rows of the prose that type a result (a decimal or a percentage) instead of gluing it from a computed
+    output: text and results could drift apart. Header rows, inline code, maths and glue roles are not counted."""
+    typed, in_body = [], False
+    for line in markdown.splitlines():
+        if not line.lstrip().startswith("|"):
+            in_body = False
+            continue
+        if re.fullmatch(r"\s*\|[\s:|-]+\|?\s*", line):
+            in_body = True
+            continue
+        plain = re.sub(r"\{glue[^}]*\}`[^`]*`|`[^`]*`|\$[^$]*\$", "", line)
+        if in_body and re.search(r"(?<![\w.])\d+\.\d+|\d\s?%", plain):
+            typed.append(line.strip())
+    return typed
+
+
 def violations(notebook: dict, part: str | None = None) -> list[str]:
     """Every way ``notebook`` (parsed JSON) breaks the contract; empty when it keeps it. With ``part``, its Colab
     cell must install that part's extra; without, any part's."""
@@ -74,6 +91,11 @@ def violations(notebook: dict, part: str | None = None) -> list[str]:
         found.append("an expected-runtime note")
     if "```{exercise}" not in markdown or not re.search(r"```\{solution\}[^\n]*\n:class: dropdown", markdown):
         found.append("at least one exercise with a dropdown solution")
+    if not re.search(r"^## Summary\s*$", markdown, re.MULTILINE):
+        found.append("a closing '## Summary' section (what to remember)")
+    typed = typed_table_numbers(markdown)
+    if typed:
+        found.append(f"numbers typed into a table, glue them from a computed output: {typed[:2]}")
     if not re.search(r"^\s*assert ", code, re.MULTILINE):
         found.append("the chapter must assert its key result")
     # A live widget has its plotly twin (readable without a kernel) and a static figure before both.

@@ -147,6 +147,14 @@ def test_require_replies_records_failures_and_fails_the_round_below_the_minimum(
     with pytest.raises(FewRepliesError, match=r"round 2: 1 of 3 selected devices replied, fewer than the 2 required"):
         guard.aggregate_train(2, replies_for(requests, failing={asked[0]}, missing={asked[1]}))
     assert "no reply within the timeout" in guard.rounds[2].failed[strategy.partition_of(asked[1])]
+
+    # every device failing (before: a KeyError from the empty aggregation) is the same clear error
+    requests = list(guard.configure_train(3, arrays, ConfigRecord({}), grid=None))
+    asked = [r.metadata.dst_node_id for r in requests]
+    with pytest.raises(FewRepliesError, match=r"round 3: 0 of 3 selected devices replied"):
+        guard.aggregate_train(3, replies_for(requests, failing=set(asked)))
+    assert sorted(guard.rounds[3].failed) == sorted(strategy.partition_of(n) for n in asked)
+    assert guard.rounds[3].trained == []
     with pytest.raises(ValueError, match="min_replies"):
         RequireReplies(strategy, min_replies=0)
 

@@ -208,8 +208,17 @@ def device_accuracy(mix: pd.DataFrame, class_accuracy: np.ndarray) -> pd.Series:
     Classes without test utterances (acc NaN) are left out and each device's remaining mix renormalised; a device
     whose every intent lacks test utterances gets NaN.
     """
+    class_accuracy = np.asarray(class_accuracy, dtype=np.float64)
+    if class_accuracy.shape != (mix.shape[1],):
+        raise ValueError(f"class_accuracy must hold one value per class of mix ({mix.shape[1]}), "
+                         f"got shape {class_accuracy.shape}")
+    if np.any(np.isinf(class_accuracy)) or np.any((class_accuracy < 0) | (class_accuracy > 1)):
+        raise ValueError("class_accuracy must be in [0, 1] (NaN for a class without test utterances)")
+    mix_values = mix.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(mix_values)) or np.any(mix_values < 0):
+        raise ValueError("mix must hold finite, non-negative intent shares")
     defined = ~np.isnan(class_accuracy)
-    weights = mix.to_numpy()[:, defined]
+    weights = mix_values[:, defined]
     mass = weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.where(mass > 0, weights @ class_accuracy[defined] / np.where(mass > 0, mass, 1), np.nan)
@@ -245,6 +254,8 @@ def low_activity_accuracy(accuracy, activity, *, quantile: float = 0.25) -> floa
     n = np.asarray(activity, dtype=np.float64)
     if n.shape != a.shape:
         raise ValueError(f"activity has shape {n.shape}, accuracy {a.shape}: one activity per device")
+    if not np.all(np.isfinite(n)) or np.any(n < 0):
+        raise ValueError("activity must hold finite, non-negative counts n_k")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     return float(a[n <= np.quantile(n, quantile)].mean())
@@ -252,7 +263,15 @@ def low_activity_accuracy(accuracy, activity, *, quantile: float = 0.25) -> floa
 
 def device_outcomes(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Per group of ``by`` (e.g. selection, seed): mean accuracy over devices (each device counts once), the
-    worst-decile accuracy, the variance across devices and the light devices' (lowest activity quartile) accuracy."""
+    worst-decile accuracy, the variance across devices and the light devices' (lowest activity quartile) accuracy.
+    Devices without an accuracy (NaN: none of their intents has test utterances) are left out; a group with none
+    left is an error, not a missing row."""
+    missing = [c for c in ["accuracy", "activity", *by] if c not in table.columns]
+    if missing:
+        raise ValueError(f"table has no column(s) {missing}")
+    empty = table.groupby(list(by))["accuracy"].count()
+    if (empty == 0).any():
+        raise ValueError(f"no device has an accuracy in group(s) {list(empty[empty == 0].index)}")
     rows = []
     for key, group in table.dropna(subset=["accuracy"]).groupby(list(by)):
         a, n = group["accuracy"].to_numpy(), group["activity"].to_numpy()
