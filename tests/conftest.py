@@ -1,5 +1,6 @@
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -22,3 +23,29 @@ def clinc150_dir() -> pathlib.Path:
         return find_clinc150(download=False)
     except Clinc150Unavailable as error:
         pytest.skip(f"CLINC150 test copy not found ({error})")
+
+
+# --- headless Chromium for the browser tests (test_site, test_jupyterlab) ------------------------------
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                  "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_executable() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and pathlib.Path(candidate).exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright; skips (saying why) where either is missing."""
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium); the browser tests need it")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,8 +30,6 @@ from tools.site import ARTIFACTS, ROOT, notebooks
 
 MOVE_LIMIT_S = float(os.environ.get("TRUSTML_MOVE_LIMIT_S", 120))
 RUN_LIMIT_S = 600
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                  "--no-first-run", "--disable-component-update", "--disable-sync"]
 NOTEBOOKS = [p for p in notebooks() if explorer_controls(p)]
 DIALOGS: list[str] = []  # dialogs JupyterLab showed (written to the record, for the curious)
 RERUNS: list[str] = []  # notebooks whose Run All had to be repeated (same record)
@@ -51,13 +48,6 @@ def test_the_run_it_yourself_page_lists_every_explorer_control():
 
 
 # --- JupyterLab in Chromium -------------------------------------------------------------------------
-
-
-def chromium_executable() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and pathlib.Path(candidate).exists():
-            return candidate
-    return None
 
 
 def free_port() -> int:
@@ -112,18 +102,6 @@ def lab(tmp_path_factory):
     yield url
     server.terminate()
     server.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = chromium_executable()
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium); the JupyterLab test needs it")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def shut_down_kernels(url: str) -> None:

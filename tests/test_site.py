@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import pathlib
-import shutil
 import threading
 
 import pytest
@@ -21,8 +19,6 @@ import yaml
 from tools.site import ARTIFACTS, ROOT, build_quick_site, check_links, colab_paths
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                  "--no-first-run", "--disable-component-update", "--disable-sync"]
 
 
 pytestmark = pytest.mark.timeout(1800)  # alone, the site fixture first runs every notebook (QUICK)
@@ -56,13 +52,6 @@ def test_colab_links_open_files_of_this_repository(site):
 # --- the browser test -------------------------------------------------------------------------------
 
 
-def chromium_executable() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and pathlib.Path(candidate).exists():
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
 def served(site):
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -75,18 +64,6 @@ def served(site):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = chromium_executable()
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 VISIBLE_DATA = """gd => gd.data.filter(t => t.visible === undefined || t.visible === true)

@@ -127,7 +127,7 @@ def intent_batch(batch_size: int = 256, *, max_length: int = 24, seed: int = 0):
     return task.train.tensors[0][rows], task.train.tensors[1][rows], task.tokenizer.vocab_size, task.num_classes
 
 
-def _clock(device: torch.device) -> Callable[[], float]:
+def step_clock(device: torch.device) -> Callable[[], float]:
     """CPU: the process's CPU time (time preempted by other jobs on a shared machine is not the step's
     cost; use one torch thread so that it equals the step's work). CUDA: wall time after a synchronise."""
     if device.type == "cuda":
@@ -177,7 +177,7 @@ def _benchmark(*, quick, device, batch_size, max_length, repeats, models, method
             steps[name] = factory(copy.deepcopy(initial), x, y)
             counts[name] = max(1, round(share * repeats))
             steps[name]()  # warm-up (allocator, thread pool, lazy initialisation)
-        times, clock = {name: [] for name in methods}, _clock(device)
+        times, clock = {name: [] for name in methods}, step_clock(device)
         for r in tqdm(range(repeats), desc=model_name, disable=not progress):
             for name in methods:  # round-robin: load on a shared machine hits every method alike
                 if r < counts[name]:

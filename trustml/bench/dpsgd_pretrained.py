@@ -24,13 +24,14 @@ import dataclasses
 import gc
 import os
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+from trustml.bench.dpsgd import step_clock
 
 Step = Callable[[], object]
 
@@ -264,15 +265,6 @@ class PeakMemory:
         return False
 
 
-def _clock(device: torch.device) -> Callable[[], float]:
-    if device.type == "cuda":
-        def clock() -> float:
-            torch.cuda.synchronize(device)
-            return time.perf_counter()
-        return clock
-    return time.process_time
-
-
 def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0][:140]}"
 
@@ -310,7 +302,7 @@ def benchmark_pretrained(model: str = "minilm", *, batch_size: int | None = None
     workload.labels = workload.labels.to(device_)
     trim = _return_freed_memory_to_the_system() if device_.type == "cpu" else None
     memory_ok = PeakMemory(device_, trim).available()
-    clock, rows, notes = _clock(device_), [], {}
+    clock, rows, notes = step_clock(device_), [], {}
     for name in tqdm(methods, desc=model, disable=not progress):
         if name in PLAIN_CALLS:  # first the plain call (HF's broadcast position ids), expected to fail
             plain = copy.deepcopy(workload.model)

@@ -53,6 +53,21 @@ class PrivacyBudgetExceeded(UserWarning):
     """Training runs (or ran) past the steps its target ε was calibrated for: it spends more than the target."""
 
 
+
+def resolve_sample_rate(*, expected: tuple[str, float | None], sample_rate: float | None,
+                        population: tuple[str, int]) -> float:
+    """Poisson rate q: the expected batch over the population (``expected`` and ``population`` are (name,
+    value) pairs, named in errors), or ``sample_rate`` itself; exactly one of the two."""
+    (expected_name, count), (population_name, size) = expected, population
+    if (count is None) == (sample_rate is None):
+        raise ValueError(f"pass exactly one of {expected_name} (expected) and sample_rate")
+    if count is not None:
+        check_positive(expected_name, count)
+        if count > size:
+            raise ValueError(f"{expected_name} must be <= {population_name} = {size}, got {count}")
+        sample_rate = count / size
+    return check_sample_rate(sample_rate)
+
 class DPSGD:
     """Differentially private training of ``model`` with ``optimizer`` (see the module docstring).
 
@@ -111,14 +126,8 @@ class DPSGD:
         Fixes q and N for the accountant and, with a target ε, the noise multiplier.
         """
         n = len(cast(Sized, dataset))  # a map-style dataset with __len__
-        if (batch_size is None) == (sample_rate is None):
-            raise ValueError("pass exactly one of batch_size (expected) and sample_rate")
-        if batch_size is not None:
-            check_positive("batch_size", batch_size)
-            if batch_size > n:
-                raise ValueError(f"batch_size must be <= len(dataset) = {n}, got {batch_size}")
-            sample_rate = batch_size / n
-        q = check_sample_rate(sample_rate)
+        q = resolve_sample_rate(expected=("batch_size", batch_size), sample_rate=sample_rate,
+                                population=("len(dataset)", n))
         steps = self._fix_sampling(q, n, epochs=epochs, steps=steps)
         return PoissonBatches(dataset, sample_rate=q, steps=steps,
                               seed=self._seed if seed is None else seed, on_batch=self._mark_poisson)

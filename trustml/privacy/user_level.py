@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from trustml.privacy.accounting import steps_per_epoch
-from trustml.privacy.dpsgd import DPSGD, PrivateTraining, fit_sampled
+from trustml.privacy.dpsgd import DPSGD, PrivateTraining, fit_sampled, resolve_sample_rate
 from trustml.privacy.engine import ClipStats
 from trustml.privacy.validation import check_delta, check_epochs, check_positive, check_sample_rate, check_steps
 
@@ -190,14 +190,8 @@ class UserLevelDPSGD(DPSGD):
         n_users = len(users)
         if n_users == 0:
             raise ValueError("users must not be empty")
-        if (users_per_step is None) == (sample_rate is None):
-            raise ValueError("pass exactly one of users_per_step (expected) and sample_rate")
-        if users_per_step is not None:
-            check_positive("users_per_step", users_per_step)
-            if users_per_step > n_users:
-                raise ValueError(f"users_per_step must be <= the number of users {n_users}, got {users_per_step}")
-            sample_rate = users_per_step / n_users
-        q = check_sample_rate(sample_rate)
+        q = resolve_sample_rate(expected=("users_per_step", users_per_step), sample_rate=sample_rate,
+                                population=("the number of users", n_users))
         # δ is checked against U: δ ≥ 1/U would allow publishing one user's data outright.
         steps = self._fix_sampling(q, n_users, epochs=epochs, steps=steps)
         return UserBatches(dataset, users, sample_rate=q, steps=steps,
