@@ -46,3 +46,10 @@ def test_the_colab_environment_preinstalls_colabs_versions():
     assert pins["ipywidgets"] == "7.7.1" and pins["numpy"] == "2.0.2" and pins["pandas"] == "2.2.2"
     assert pins["ipykernel"].startswith("6.17") and pins["ipython"].startswith("7.34")
     assert pins["matplotlib"].startswith("3.10") and pins["plotly"].startswith("5.24")
+
+
+def test_a_notebook_that_failed_in_colab_gives_no_time():
+    result = {"parts": {"fairness": {"install_s": 8.2, "notebooks": [
+        {"notebook": "book/fairness/00_overview.ipynb", "ok": True, "quick_s": 12.9},
+        {"notebook": "book/fairness/06_dp_disparate_impact.ipynb", "ok": False, "quick_s": 7.3}]}}}
+    assert workshop_table.measured(result) == {"fairness/00_overview": {"install_s": 8, "run_s": 13}}

@@ -44,10 +44,13 @@ def notebooks(part: str) -> list[str]:
 
 
 def measured(colab_result: dict) -> dict[str, dict[str, float]]:
-    """notebook -> {"install_s", "run_s"} from a ``tools.envs colab`` result."""
+    """notebook -> {"install_s", "run_s"} from a ``tools.envs colab`` result; a notebook that failed there has
+    no time to give (its seconds end at the error), so it keeps the time the page had."""
     times = {}
     for part in colab_result["parts"].values():
         for record in part["notebooks"]:
+            if not record["ok"]:
+                continue
             name = record["notebook"].removeprefix("book/").removesuffix(".ipynb")
             times[name] = {"install_s": round(part["install_s"]), "run_s": round(record["quick_s"])}
     return times
