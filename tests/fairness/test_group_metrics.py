@@ -189,3 +189,16 @@ def test_group_accuracy_degenerate_inputs():
         group_metrics([0, 1, 0, 1], [0, 1, 0, 1], sensitive_features=np.array(["a", "b", None, "a"], dtype=object))
     with pytest.raises(ValueError, match="empty"):
         group_accuracy([], [], sensitive_features=[])
+
+
+@pytest.mark.parametrize("n_boot, confidence, message", [
+    (-1, 0.95, r"n_boot must be an int >= 0"), (2.5, 0.95, r"n_boot must be an int >= 0"),
+    (True, 0.95, r"n_boot must be an int >= 0"), (10, 1.0, r"confidence must be in \(0, 1\)"),
+    (10, float("nan"), r"confidence must be in \(0, 1\)"),
+])
+def test_bootstrap_settings_are_refused_with_their_name(n_boot, confidence, message):
+    """One check for every bootstrap of trustml.fairness (group metrics, correlations, DP gaps)."""
+    y = np.array([0, 1, 1, 0])
+    for metric in (group_metrics, group_accuracy):
+        with pytest.raises(ValueError, match=message):
+            metric(y, y, sensitive_features=["a", "a", "b", "b"], n_boot=n_boot, confidence=confidence)

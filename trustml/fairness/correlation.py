@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from trustml.fairness.group import check_bootstrap
+
 
 class DegenerateResampleWarning(UserWarning):
     """Many bootstrap resamples had a constant score, so their correlation is undefined and left out."""
@@ -81,10 +83,7 @@ def spearman_intervals(pairs: Mapping[Hashable, tuple], *, reference: Hashable |
     """
     if not pairs:
         raise ValueError("pairs is empty")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    check_bootstrap(n_boot, confidence)
     if not 0 <= max_undefined <= 1:
         raise ValueError(f"max_undefined must be in [0, 1], got {max_undefined!r}")
     if reference is not None and reference not in pairs:

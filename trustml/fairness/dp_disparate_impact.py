@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from trustml.fairness.group import bootstrap_indices
+from trustml.fairness.group import bootstrap_indices, check_bootstrap
 
 
 def _group_codes(groups, n: int, name: str = "groups") -> tuple[np.ndarray, list]:
@@ -324,10 +324,7 @@ def accuracy_gaps(y_true, predictions: Mapping[Hashable, np.ndarray], *, sensiti
         raise ValueError("y_true contains NaN or infinite values")
     if not predictions:
         raise ValueError("predictions is empty: give at least one setting")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    check_bootstrap(n_boot, confidence)
     codes, levels = _group_codes(sensitive_features, len(y_true), "sensitive_features")
     if len(groups) != 2 or groups[0] == groups[1]:
         raise ValueError(f"groups must name two different groups (advantaged, disadvantaged), got {groups!r}")

@@ -208,11 +208,14 @@ def _intervals(replicates: np.ndarray, confidence: float) -> tuple[np.ndarray, n
         return np.nanquantile(replicates, alpha, axis=0), np.nanquantile(replicates, 1 - alpha, axis=0)
 
 
-def _check_confidence(confidence: float, n_boot: int) -> None:
+def check_bootstrap(n_boot, confidence, *, minimum: int = 1) -> None:
+    """A bootstrap's settings: ``n_boot`` an int >= ``minimum`` (0 where it means "no intervals"), ``confidence``
+    in (0, 1). Shared by every bootstrap of trustml.fairness."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < minimum:
+        raise ValueError(f"n_boot must be an int >= {minimum}"
+                         + (" (0 = no confidence intervals)" if minimum == 0 else "") + f", got {n_boot!r}")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0 (0 = no confidence intervals), got {n_boot}")
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
 
 
 def group_metrics(y_true, y_pred, *, sensitive_features, groups: Sequence | None = None, n_boot: int = 0,
@@ -222,7 +225,7 @@ def group_metrics(y_true, y_pred, *, sensitive_features, groups: Sequence | None
     ``groups`` (optional) lists the expected group labels: a label outside it, or a listed group with no
     rows, is an error. ``n_boot`` bootstrap replicates (0: none) give ``confidence`` percentile intervals.
     """
-    _check_confidence(confidence, n_boot)
+    check_bootstrap(n_boot, confidence, minimum=0)
     y_true, y_pred, sensitive, levels = _validate(y_true, y_pred, sensitive_features, groups, binary=True)
     frame = flm.MetricFrame(metrics=BINARY_METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=sensitive)
     by_group = frame.by_group.loc[levels]
@@ -252,7 +255,7 @@ def group_accuracy(y_true, y_pred, *, sensitive_features, groups: Sequence | Non
                    confidence: float = 0.95, seed: int = 0) -> GroupReport:
     """Per-group accuracy of any (e.g. multi-class) predictions, its difference (max − min) and ratio
     (min / max), with bootstrap intervals that resample rows within each group (seeded)."""
-    _check_confidence(confidence, n_boot)
+    check_bootstrap(n_boot, confidence, minimum=0)
     y_true, y_pred, sensitive, levels = _validate(y_true, y_pred, sensitive_features, groups, binary=False)
     frame = flm.MetricFrame(metrics={"count": flm.count, "accuracy": accuracy_score}, y_true=y_true, y_pred=y_pred,
                             sensitive_features=sensitive)
